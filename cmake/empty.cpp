@@ -1,0 +1,1 @@
+// Lets an area library exist before it has sources of its own.

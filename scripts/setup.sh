@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs every Debian package featlearn needs (idempotent), then configures and builds.
+# Usage: scripts/setup.sh [--no-build]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PKGS=(build-essential cmake ninja-build pkg-config
+      libtorch-dev libgloo-dev libopenblas0-openmp
+      libopencv-dev libyaml-cpp-dev libfaiss-dev libcli11-dev nlohmann-json3-dev
+      libspdlog-dev libfmt-dev zlib1g-dev
+      libgtest-dev libgmock-dev libbenchmark-dev
+      librsvg2-bin
+      python3-torch python3-torchvision)   # python: test fixtures and side-by-side peers only
+
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  echo "setup: installing ${missing[*]}"
+  $SUDO apt-get update
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends "${missing[@]}"
+fi
+
+[ "${1:-}" = "--no-build" ] && exit 0
+BUILD_DIR=${BUILD_DIR:-build}
+cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release
+cmake --build "$BUILD_DIR" -j"$(nproc)"
