@@ -1,6 +1,7 @@
 // The featlearn program's sub-commands, as library functions (tools/featlearn.cpp only parses arguments).
 // Each returns the process exit code and throws featlearn::Error for user errors.
 #pragma once
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -11,7 +12,29 @@ struct ConfigArgs {
   std::vector<std::string> overrides;  // -o Key.sub=value (repeatable)
 };
 
+// Model tree, BackboneStopLayer names, stage shapes, parameter count, feature shape.
 int cmd_describe(const ConfigArgs& args);
+// Train (and evaluate during training) as the config says; resumes from Global.checkpoints.
+int cmd_train(const ConfigArgs& args);
+// Evaluate Global.pretrained_model (retrieval or classification) and write output_dir/eval_metrics.json.
+int cmd_eval(const ConfigArgs& args);
+// Write the inference model (no Head unless infer_output_key is logits) to Global.save_inference_dir.
+int cmd_export(const ConfigArgs& args);
+
+struct ExtractArgs {
+  std::string model_dir;   // an exported inference directory
+  std::string image_root;  // prefix for the list's relative paths
+  std::string list;        // `path label [camid]` lines (VeriWild format)
+  std::string out;         // features .npy [N, D] float32; labels go to <out stem>_labels.npy
+  int64_t batch_size = 64;
+  int workers = 2;
+};
+int cmd_extract(const ExtractArgs& args);
+
+// Images/s of the Train loader alone (workers > 0 overrides loader.num_workers).
+int cmd_bench_data(const ConfigArgs& args, int64_t iters, int workers);
+// Download (npm pack) and build the Emoji-4vendor ReID benchmark.
+int cmd_prepare_emoji(const std::string& out_dir, const std::string& cache_dir);
 
 // Sets LibTorch's intra-op thread count to the machine's cores (LibTorch defaults to 1 here).
 void init_runtime();

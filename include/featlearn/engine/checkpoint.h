@@ -1,0 +1,47 @@
+// Versioned, atomically written checkpoints (CONVENTIONS §7).
+//
+// File `<prefix>.ckpt` (a LibTorch serialize archive) holds:
+//   format = "featlearn.checkpoint", format_version = 1,
+//   model.<param or buffer name>, loss.<name> tensors (CombinedLoss parameters such as CenterLoss.centers),
+//   optimizer (sub-archive: optimizer states + iteration), rng_state (CPU generator),
+//   meta (JSON: epoch, iteration, best_metric, best_epoch, metric_name) and config (the resolved YAML).
+// Readers accept versions <= kCheckpointVersion and reject newer/unknown files with a clear error.
+#pragma once
+#include <torch/nn/module.h>
+#include <torch/serialize/archive.h>
+
+#include <functional>
+#include <string>
+
+namespace featlearn {
+
+constexpr int64_t kCheckpointVersion = 1;
+
+struct CheckpointMeta {
+  int64_t epoch = 0;  // epochs completed
+  int64_t iteration = 0;
+  double best_metric = -1.0;
+  int64_t best_epoch = 0;
+  std::string metric_name;
+  std::string config_yaml;
+};
+
+// "<prefix>.ckpt" unless prefix already ends with .ckpt.
+std::string checkpoint_path(const std::string& prefix);
+
+// `save_optimizer` writes into the given sub-archive (may be empty).
+void save_checkpoint(const std::string& prefix, const torch::nn::Module& model, const torch::nn::Module* loss,
+                     const std::function<void(torch::serialize::OutputArchive&)>& save_optimizer,
+                     const CheckpointMeta& meta);
+
+struct LoadedCheckpoint {
+  CheckpointMeta meta;
+  bool has_optimizer = false;
+};
+
+// Restores model (+ loss) tensors strictly (missing or shape-mismatched tensors are errors naming the
+// parameter). With `load_optimizer`, also calls it with the optimizer sub-archive and restores the RNG state.
+LoadedCheckpoint load_checkpoint(const std::string& prefix, torch::nn::Module& model, torch::nn::Module* loss,
+                                 const std::function<void(torch::serialize::InputArchive&)>& load_optimizer);
+
+}  // namespace featlearn

@@ -1,0 +1,41 @@
+// The `Global` section of a config (SPEC §1), validated, with PaddleClas defaults.
+#pragma once
+#include <featlearn/config/config.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace featlearn {
+
+struct GlobalConfig {
+  std::optional<std::string> checkpoints;       // resume prefix (default null)
+  std::optional<std::string> pretrained_model;  // weights prefix (default null)
+  std::string output_dir = "./output/";
+  std::string device = "cpu";                   // cpu | gpu
+  std::optional<int64_t> class_num;
+  int64_t save_interval = 1;
+  bool eval_during_train = false;
+  int64_t eval_interval = 1;
+  int64_t start_eval_epoch = 0;                 // evaluate only after this many epochs
+  int64_t epochs = 1;
+  int64_t print_batch_step = 10;
+  bool use_visualdl = false;                    // featlearn always writes output_dir/metrics.jsonl
+  std::vector<int64_t> image_shape = {3, 224, 224};
+  std::string save_inference_dir = "./inference";
+  std::string eval_mode = "retrieval";          // retrieval | classification
+  uint64_t seed = 0;
+  bool feature_normalize = true;
+  std::string feature_binarize;                 // "" | round | sign
+  std::string retrieval_feature_from = "features";  // features | backbone
+  int64_t sim_block_size = 64;
+  bool re_ranking = false;
+
+  static GlobalConfig parse(const ConfigNode& global);
+};
+
+// Checks the top-level sections (Global, Arch, Loss, Optimizer, DataLoader, Metric, Infer).
+void check_root_sections(const ConfigNode& root);
+
+}  // namespace featlearn

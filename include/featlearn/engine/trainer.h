@@ -1,0 +1,39 @@
+// The training / evaluation engine (SPEC §5, §6): builds model, losses, optimizers and loaders from a
+// config, runs epochs, logs, checkpoints, resumes and evaluates.
+#pragma once
+#include <featlearn/config/config.h>
+#include <featlearn/engine/global_config.h>
+#include <featlearn/metric/retrieval.h>
+
+#include <memory>
+#include <string>
+
+namespace featlearn {
+
+class Trainer {
+ public:
+  enum class Mode { kTrain, kEval };
+  Trainer(Config config, Mode mode);
+  ~Trainer();
+
+  // Runs Global.epochs epochs (from the resumed epoch on); returns the last evaluation's metrics (may be empty).
+  MetricValues train();
+  // Evaluates the current model on DataLoader.Eval; `epoch` only labels the log line.
+  MetricValues evaluate(int64_t epoch = 0);
+  // Writes metrics to output_dir/eval_metrics.json and prints them as a table.
+  void report(const MetricValues& metrics) const;
+
+  const GlobalConfig& global() const;
+  torch::nn::Module& model();
+
+ private:
+  struct State;
+  std::unique_ptr<State> s_;
+};
+
+// Extracts features [N, D] (normalized/binarized per Global) plus labels and camids for one eval set.
+struct FeatureSet {
+  torch::Tensor features, labels, camids;
+};
+
+}  // namespace featlearn

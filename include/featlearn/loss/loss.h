@@ -1,0 +1,77 @@
+// Losses (SPEC §2): the `Loss.Train` / `Loss.Eval` lists of PaddleClas configs.
+//
+//   Loss:
+//     Train:
+//       - CELoss: {weight: 1.0, epsilon: 0.1}
+//       - SupConLoss: {weight: 1.0, views: 2}
+//
+// Every loss is a LossImpl (a LibTorch module, so trainable state such as CenterLoss centers or XBM memory
+// lives in checkpoints) created by name from loss_registry(). CombinedLoss builds the whole list; the total is
+// Σ weight·loss. The formulas are in losses.h, where each loss is also a plain function of tensors.
+#pragma once
+#include <torch/nn/module.h>
+#include <torch/nn/pimpl.h>
+#include <torch/types.h>
+
+#include <featlearn/config/registry.h>
+#include <featlearn/model/module_base.h>
+
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace featlearn {
+
+class LossImpl : public torch::nn::Module {
+ public:
+  using torch::nn::Module::Module;
+  // requires: `labels` is [N] or [N, 1] integer ids of the batch whose model output is `out`.
+  // ensures: returns a scalar tensor (differentiable w.r.t. the inputs it reads and its own parameters).
+  virtual torch::Tensor forward(const ModelOutput& out, const torch::Tensor& labels) = 0;
+};
+using LossPtr = std::shared_ptr<LossImpl>;
+
+// Slot "Loss". Factories get the loss's own param node (e.g. Loss.Train[0].CELoss), call check_keys() on it
+// (every loss accepts `weight`, which CombinedLoss reads) and throw ConfigError for bad values.
+Registry<LossPtr>& loss_registry();
+// Fills loss_registry() with CELoss, SupConLoss, TripletLoss, TripletLossV2, CenterLoss, PairwiseCosface,
+// TripletAngularMarginLoss, TripletAngularMarginLoss_XBM, ContrastiveLoss, ContrastiveLoss_XBM, MSMLoss,
+// EmlLoss, NpairsLoss. Idempotent.
+void register_builtin_losses();
+
+// A Loss.Train / Loss.Eval list: `- Name: {weight: w, ...params}` entries; total = Σ weight·loss.
+// `weight` defaults to 1.0 (PaddleClas requires it). Unlike PaddleClas, the weight is applied also when the
+// list holds a single loss. Each loss is a submodule registered under its config name (a repeated name gets
+// a suffix: "CELoss_2"), so a state dict holds e.g. "CenterLoss.centers".
+class CombinedLossImpl : public torch::nn::Module {
+ public:
+  // `list`: the list node, e.g. cfg["Loss"]["Train"]. Calls register_builtin_losses().
+  explicit CombinedLossImpl(const ConfigNode& list);
+
+  struct Result {
+    torch::Tensor total;                                          // scalar Σ weight·term
+    std::vector<std::pair<std::string, torch::Tensor>> terms;     // unweighted, by config name, list order
+  };
+  Result forward(const ModelOutput& out, const torch::Tensor& labels);
+
+  std::vector<std::string> names() const;
+  std::vector<double> weights() const;
+  // The trainable parameters of one loss (e.g. CenterLoss centers, for an optimizer `scope`); empty for
+  // losses without parameters. Throws Error for a name not in the list.
+  std::vector<torch::Tensor> parameters_of(const std::string& loss_name) const;
+  // The loss module itself (throws Error for a name not in the list).
+  LossPtr loss(const std::string& loss_name) const;
+
+ private:
+  struct Entry {
+    std::string name;
+    double weight;
+    LossPtr loss;
+  };
+  const Entry& entry(const std::string& loss_name) const;
+  std::vector<Entry> entries_;
+};
+TORCH_MODULE(CombinedLoss);
+
+}  // namespace featlearn

@@ -1,0 +1,167 @@
+// train / eval / export / extract sub-commands.
+#include <featlearn/data/loader.h>
+#include <featlearn/engine/checkpoint.h>
+#include <featlearn/engine/commands.h>
+#include <featlearn/engine/inference_model.h>
+#include <featlearn/engine/trainer.h>
+#include <featlearn/io/npy.h>
+#include <fmt/format.h>
+#include <torch/torch.h>
+
+#include <filesystem>
+#include <fstream>
+
+namespace featlearn {
+
+namespace fs = std::filesystem;
+
+namespace {
+Config load_config(const ConfigArgs& args) {
+  Config c = Config::load(args.config);
+  c.apply_overrides(args.overrides);
+  return c;
+}
+
+void print_config(const Config& c) {
+  fmt::print("---- resolved config ({}) ----\n{}\n------------------------------\n", c.file(), c.dump());
+}
+
+// The Eval preprocessing that extract should apply: DataLoader.Eval(.Query).dataset.transform_ops.
+YAML::Node eval_transform_ops(const ConfigNode& root) {
+  auto eval = root["DataLoader"]["Eval"];
+  auto set = eval.has("Query") ? eval["Query"] : eval;
+  auto ops = set["dataset"]["transform_ops"];
+  if (!ops.defined())
+    root.fail("export needs DataLoader.Eval (Query) dataset.transform_ops to record the inference preprocessing");
+  return YAML::Clone(ops.yaml());
+}
+}  // namespace
+
+int cmd_train(const ConfigArgs& args) {
+  Config c = load_config(args);
+  print_config(c);
+  Trainer t(c, Trainer::Mode::kTrain);
+  auto last = t.train();
+  if (!last.empty()) t.report(last);
+  return 0;
+}
+
+int cmd_eval(const ConfigArgs& args) {
+  Config c = load_config(args);
+  print_config(c);
+  Trainer t(c, Trainer::Mode::kEval);
+  t.report(t.evaluate());
+  return 0;
+}
+
+int cmd_export(const ConfigArgs& args) {
+  Config c = load_config(args);
+  const auto root = c.root();
+  const auto g = GlobalConfig::parse(root["Global"]);
+  if (!g.pretrained_model)
+    root["Global"].fail("export needs Global.pretrained_model (e.g. -o Global.pretrained_model=output/RecModel/best_model)");
+  // Build the model as trained, load its weights, then write it without the Head (unless logits are exported).
+  RecModel trained(root["Arch"]);
+  load_checkpoint(*g.pretrained_model, *trained, nullptr, nullptr);
+
+  YAML::Node arch = YAML::Clone(root["Arch"].yaml());
+  const std::string key = trained->infer_output_key();
+  if (key != "logits") arch.remove("Head");
+  if (arch["Backbone"] && arch["Backbone"]["pretrained"]) arch["Backbone"].remove("pretrained");
+  YAML::Node spec;
+  spec["format"] = "featlearn.inference";
+  spec["format_version"] = kInferenceFormatVersion;
+  spec["Arch"] = arch;
+  spec["image_shape"] = g.image_shape;
+  spec["feature_normalize"] = g.feature_normalize;
+  spec["feature_binarize"] = g.feature_binarize;
+  spec["transform_ops"] = eval_transform_ops(root);
+  Config spec_cfg = Config::from_string(YAML::Dump(spec), "inference.yaml");
+
+  RecModel exported(spec_cfg["Arch"]);
+  {
+    // Copy the weights the exported model keeps (everything but the Head when it is dropped).
+    torch::NoGradGuard no_grad;
+    auto src = trained->named_parameters(true);
+    auto src_buffers = trained->named_buffers(true);
+    for (auto& p : exported->named_parameters(true)) p.value().copy_(src[p.key()]);
+    for (auto& b : exported->named_buffers(true)) b.value().copy_(src_buffers[b.key()]);
+  }
+  const fs::path dir = g.save_inference_dir;
+  fs::create_directories(dir);
+  CheckpointMeta meta;
+  meta.config_yaml = YAML::Dump(spec);
+  save_checkpoint((dir / "inference").string(), *exported, nullptr, nullptr, meta);
+  spec_cfg.save((dir / "inference.yaml").string());
+  int64_t nparams = 0;
+  for (const auto& p : exported->parameters()) nparams += p.numel();
+  fmt::print("Exported {} ({} parameters, output '{}'{}) to {}\n", checkpoint_path(*g.pretrained_model), nparams,
+             key, trained->infer_add_softmax() ? " + softmax" : "", dir.string());
+  return 0;
+}
+
+InferenceModel InferenceModel::load(const std::string& dir) {
+  const std::string yaml_path = (fs::path(dir) / "inference.yaml").string();
+  if (!fs::exists(yaml_path)) throw Error(dir + ": not an exported featlearn model (no inference.yaml; run featlearn export)");
+  InferenceModel m{Config::load(yaml_path)};
+  const auto root = m.spec.root();
+  root.check_keys({"format", "format_version", "Arch", "image_shape", "feature_normalize", "feature_binarize",
+                   "transform_ops"});
+  if (root.get<std::string>("format", "") != "featlearn.inference") root.fail("not a featlearn inference spec");
+  const auto version = root.require<int64_t>("format_version");
+  if (version < 1 || version > kInferenceFormatVersion)
+    root["format_version"].fail(fmt::format("inference format version {} is not supported (this featlearn reads 1..{})",
+                                            version, kInferenceFormatVersion));
+  m.model = RecModel(root["Arch"]);
+  load_checkpoint((fs::path(dir) / "inference").string(), *m.model, nullptr, nullptr);
+  m.model->eval();
+  m.output_key = m.model->infer_output_key();
+  m.add_softmax = m.model->infer_add_softmax();
+  m.feature_normalize = root.get<bool>("feature_normalize", true);
+  m.feature_binarize = root.get<std::string>("feature_binarize", "");
+  return m;
+}
+
+torch::Tensor InferenceModel::embed(const torch::Tensor& images) {
+  torch::NoGradGuard no_grad;
+  auto out = model->forward(images).get(output_key).flatten(1).to(torch::kFloat32);
+  if (add_softmax) out = torch::softmax(out, 1);
+  if (output_key != "logits") {
+    if (feature_normalize) out = torch::nn::functional::normalize(out, torch::nn::functional::NormalizeFuncOptions().dim(1));
+    if (feature_binarize == "round") out = torch::round(out) * 2.0 - 1.0;
+    if (feature_binarize == "sign") out = torch::sign(out);
+  }
+  return out;
+}
+
+int cmd_extract(const ExtractArgs& args) {
+  auto m = InferenceModel::load(args.model_dir);
+  YAML::Node section;
+  section["dataset"]["name"] = "VeriWild";
+  section["dataset"]["image_root"] = args.image_root;
+  section["dataset"]["cls_label_path"] = args.list;
+  section["dataset"]["transform_ops"] = YAML::Clone(m.spec.root()["transform_ops"].yaml());
+  section["sampler"]["name"] = "DistributedBatchSampler";
+  section["sampler"]["batch_size"] = args.batch_size;
+  section["sampler"]["drop_last"] = false;
+  section["sampler"]["shuffle"] = false;
+  section["loader"]["num_workers"] = args.workers;
+  Config c = Config::from_string(YAML::Dump(section), "<extract of " + args.list + ">");
+  auto loader = DataLoader::create(c.root(), LoaderContext{});
+  loader->start_epoch(0);
+  std::vector<torch::Tensor> feats, labels;
+  while (auto b = loader->next()) {
+    feats.push_back(m.embed(b->images));
+    labels.push_back(b->labels);
+  }
+  if (feats.empty()) throw Error(args.list + ": no images to extract");
+  auto f = torch::cat(feats);
+  save_npy(args.out, f);
+  fs::path lp(args.out);
+  const auto labels_path = (lp.parent_path() / (lp.stem().string() + "_labels.npy")).string();
+  save_npy(labels_path, torch::cat(labels));
+  fmt::print("Wrote {} features of dimension {} to {} (labels: {})\n", f.size(0), f.size(1), args.out, labels_path);
+  return 0;
+}
+
+}  // namespace featlearn

@@ -1,0 +1,72 @@
+#include <featlearn/engine/global_config.h>
+
+namespace featlearn {
+
+namespace {
+std::optional<std::string> optional_path(const ConfigNode& g, const std::string& key) {
+  auto n = g[key];
+  if (!n.defined()) return std::nullopt;
+  // PaddleClas allows `pretrained_model: False`.
+  if (n.yaml().IsScalar()) {
+    const std::string v = n.yaml().Scalar();
+    if (v == "False" || v == "false" || v == "None" || v.empty()) return std::nullopt;
+  }
+  return n.as<std::string>();
+}
+}  // namespace
+
+GlobalConfig GlobalConfig::parse(const ConfigNode& g) {
+  g.check_keys({"checkpoints", "pretrained_model", "output_dir", "device", "class_num", "save_interval",
+                "eval_during_train", "eval_interval", "start_eval_epoch", "epochs", "print_batch_step",
+                "use_visualdl", "image_shape", "save_inference_dir", "eval_mode", "seed", "feature_normalize",
+                "feature_binarize", "retrieval_feature_from", "sim_block_size", "re_ranking", "to_static",
+                "use_dali"});
+  GlobalConfig c;
+  c.checkpoints = optional_path(g, "checkpoints");
+  c.pretrained_model = optional_path(g, "pretrained_model");
+  c.output_dir = g.get<std::string>("output_dir", c.output_dir);
+  c.device = g.get<std::string>("device", c.device);
+  if (c.device != "cpu" && c.device != "gpu") g["device"].fail("expected cpu or gpu, got '" + c.device + "'");
+  c.class_num = g.optional<int64_t>("class_num");
+  c.save_interval = g.get<int64_t>("save_interval", c.save_interval);
+  c.eval_during_train = g.get<bool>("eval_during_train", c.eval_during_train);
+  c.eval_interval = g.get<int64_t>("eval_interval", c.eval_interval);
+  c.start_eval_epoch = g.get<int64_t>("start_eval_epoch", c.start_eval_epoch);
+  c.epochs = g.get<int64_t>("epochs", c.epochs);
+  c.print_batch_step = g.get<int64_t>("print_batch_step", c.print_batch_step);
+  c.use_visualdl = g.get<bool>("use_visualdl", c.use_visualdl);
+  c.image_shape = g.get<std::vector<int64_t>>("image_shape", c.image_shape);
+  if (c.image_shape.size() != 3) g["image_shape"].fail("expected [C, H, W]");
+  c.save_inference_dir = g.get<std::string>("save_inference_dir", c.save_inference_dir);
+  c.eval_mode = g.get<std::string>("eval_mode", c.eval_mode);
+  if (c.eval_mode != "retrieval" && c.eval_mode != "classification")
+    g["eval_mode"].fail("expected retrieval or classification, got '" + c.eval_mode + "'");
+  c.seed = static_cast<uint64_t>(g.get<int64_t>("seed", 0));
+  c.feature_normalize = g.get<bool>("feature_normalize", c.feature_normalize);
+  if (g["feature_binarize"].defined()) {
+    c.feature_binarize = g["feature_binarize"].as<std::string>();
+    if (c.feature_binarize == "None" || c.feature_binarize == "False") c.feature_binarize.clear();
+    if (!c.feature_binarize.empty() && c.feature_binarize != "round" && c.feature_binarize != "sign")
+      g["feature_binarize"].fail("expected round or sign, got '" + c.feature_binarize + "'");
+  }
+  c.retrieval_feature_from = g.get<std::string>("retrieval_feature_from", c.retrieval_feature_from);
+  if (c.retrieval_feature_from != "features" && c.retrieval_feature_from != "backbone")
+    g["retrieval_feature_from"].fail("expected features or backbone");
+  c.sim_block_size = g.get<int64_t>("sim_block_size", c.sim_block_size);
+  if (c.sim_block_size <= 0) g["sim_block_size"].fail("must be positive");
+  c.re_ranking = g.get<bool>("re_ranking", c.re_ranking);
+  // Static-graph export and DALI are Paddle runtime choices; accepted when off, refused when on.
+  for (const char* key : {"to_static", "use_dali"})
+    if (g.get<bool>(key, false)) g[key].fail("not supported by featlearn (set it to False)");
+  if (c.epochs <= 0) g["epochs"].fail("must be positive");
+  if (c.save_interval <= 0) g["save_interval"].fail("must be positive");
+  if (c.eval_interval <= 0) g["eval_interval"].fail("must be positive");
+  if (c.print_batch_step <= 0) g["print_batch_step"].fail("must be positive");
+  return c;
+}
+
+void check_root_sections(const ConfigNode& root) {
+  root.check_keys({"Global", "Arch", "Loss", "Optimizer", "DataLoader", "Metric", "Infer"});
+}
+
+}  // namespace featlearn
