@@ -167,7 +167,7 @@ Trainer::~Trainer() = default;
 const GlobalConfig& Trainer::global() const { return s_->g; }
 torch::nn::Module& Trainer::model() { return *s_->model; }
 
-MetricValues Trainer::train() {
+MetricValues Trainer::train(int64_t stop_after_epoch) {
   auto& s = *s_;
   const auto& g = s.g;
   const int64_t iters = s.train_loader->batches_per_epoch();
@@ -177,7 +177,8 @@ MetricValues Trainer::train() {
   int64_t images_done = 0;
   double compute_seconds = 0;
 
-  for (int64_t epoch = s.start_epoch; epoch <= g.epochs; ++epoch) {
+  const int64_t last_epoch = stop_after_epoch > 0 ? std::min(stop_after_epoch, g.epochs) : g.epochs;
+  for (int64_t epoch = s.start_epoch; epoch <= last_epoch; ++epoch) {
     s.model->train();
     s.train_loader->start_epoch(epoch - 1);
     auto epoch_start = Clock::now();
@@ -222,7 +223,7 @@ MetricValues Trainer::train() {
         const double ips = window_seconds > 0 ? window_images / window_seconds : 0.0;
         const double elapsed = std::chrono::duration<double>(Clock::now() - run_start).count();
         const int64_t done = (epoch - s.start_epoch) * iters + it;
-        const int64_t left = (g.epochs - s.start_epoch + 1) * iters - done;
+        const int64_t left = (last_epoch - s.start_epoch + 1) * iters - done;
         const double eta = done > 0 ? elapsed / done * left : -1;
         std::string line = fmt::format("[Train][Epoch {}/{}][Iter {}/{}] lr: {:.5f}", epoch, g.epochs, it, iters,
                                        lrs.empty() ? 0.0 : lrs[0]);

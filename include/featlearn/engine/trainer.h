@@ -17,7 +17,9 @@ class Trainer {
   ~Trainer();
 
   // Runs Global.epochs epochs (from the resumed epoch on); returns the last evaluation's metrics (may be empty).
-  MetricValues train();
+  // `stop_after_epoch` > 0 ends the run early after that epoch (as if interrupted): the schedule still spans
+  // Global.epochs, so a later resume continues exactly.
+  MetricValues train(int64_t stop_after_epoch = -1);
   // Evaluates the current model on DataLoader.Eval; `epoch` only labels the log line.
   MetricValues evaluate(int64_t epoch = 0);
   // Writes metrics to output_dir/eval_metrics.json and prints them as a table.
