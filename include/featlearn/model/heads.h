@@ -41,6 +41,7 @@ struct ArcMarginOptions {
   TORCH_ARG(double, margin) = 0.5;
   TORCH_ARG(double, scale) = 80.0;
   TORCH_ARG(bool, easy_margin) = false;
+ public:
   static ArcMarginOptions from_config(const ConfigNode& node);
 };
 
@@ -60,6 +61,7 @@ struct CosMarginOptions {
   TORCH_ARG(int64_t, class_num);       // required
   TORCH_ARG(double, margin) = 0.35;
   TORCH_ARG(double, scale) = 64.0;
+ public:
   static CosMarginOptions from_config(const ConfigNode& node);
 };
 
@@ -81,6 +83,7 @@ struct CircleMarginOptions {
   TORCH_ARG(int64_t, class_num);
   TORCH_ARG(double, margin);
   TORCH_ARG(double, scale);
+ public:
   static CircleMarginOptions from_config(const ConfigNode& node);
 };
 
@@ -119,6 +122,7 @@ struct AdaMarginOptions {
   TORCH_ARG(double, h) = 0.333;
   TORCH_ARG(double, s) = 64.0;
   TORCH_ARG(double, t_alpha) = 1.0;  // PaddleClas's code default (its adaface config sets 0.01)
+ public:
   static AdaMarginOptions from_config(const ConfigNode& node);
 };
 
@@ -132,6 +136,7 @@ class AdaMarginImpl : public HeadImpl {
   torch::Tensor batch_mean;  // [1] buffer, initial 20
   torch::Tensor batch_std;   // [1] buffer, initial 100
   static constexpr double kEps = 1e-3;
+  static constexpr double kPi = 3.14159265358979323846;
 };
 TORCH_MODULE(AdaMargin);
 

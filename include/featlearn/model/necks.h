@@ -36,6 +36,7 @@ struct VehicleNeckOptions {
   // drops the bias. (PaddleClas passes weight_attr as the bias attr by mistake; we apply bias_attr to the bias.)
   TORCH_ARG(ParamAttr, weight_attr) = {};
   TORCH_ARG(ParamAttr, bias_attr) = {};
+ public:
   static VehicleNeckOptions from_config(const ConfigNode& node);  // keys as PaddleClas (+ data_format: NCHW)
 };
 
@@ -60,6 +61,7 @@ struct BNNeckOptions {
   TORCH_ARG(ParamAttr, bias_attr) = {};
   // true: always normalize with the running statistics (also in training), as Paddle's use_global_stats.
   TORCH_ARG(bool, use_global_stats) = false;
+ public:
   static BNNeckOptions from_config(const ConfigNode& node);
 };
 
@@ -83,6 +85,7 @@ struct FCOptions {
   // `bias_attr: False` drops the bias.
   TORCH_ARG(ParamAttr, weight_attr) = {};
   TORCH_ARG(ParamAttr, bias_attr) = {};
+ public:
   static FCOptions from_config(const ConfigNode& node);
 };
 
@@ -105,6 +108,7 @@ struct FRFNNeckOptions {
   FRFNNeckOptions(int64_t num_features, int64_t low_dim) : num_features_(num_features), low_dim_(low_dim) {}
   TORCH_ARG(int64_t, num_features);  // required
   TORCH_ARG(int64_t, low_dim);       // required
+ public:
   static FRFNNeckOptions from_config(const ConfigNode& node);
 };
 

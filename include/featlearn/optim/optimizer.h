@@ -96,7 +96,8 @@ class LrSchedule {
 
  private:
   LrSchedule() = default;
-  double decayed(double s) const;
+  double step_of(int64_t iteration) const;  // scheduler step count t
+  double decayed(double s) const;           // the schedule after warmup, at s = t - warmup_steps
 
   Kind kind_ = Kind::kConstant;
   int64_t iters_per_epoch_ = 1;

@@ -1,0 +1,95 @@
+// Image transforms (`transform_ops`), PaddleClas semantics, implemented with OpenCV.
+//
+// The image travels as a cv::Mat, always stored HWC: CV_8UC3 after decoding, CV_32FC<C> after NormalizeImage.
+// Layout ("HWC" or "CHW", changed by DecodeImage.channel_first and ToCHWImage), dtype and channel order are
+// tracked when the pipeline is built, so mismatches (NormalizeImage order 'chw' on an HWC image, AugMix after
+// NormalizeImage) are config errors naming the key, not crashes. Batches are always CHW (PaddleClas's datasets
+// transpose HWC->CHW after the ops; an image already CHW is not transposed twice).
+//
+// Ops (keys and defaults as in PaddleClas):
+//   DecodeImage(to_rgb=true, channel_first=false, to_np=true, backend=cv2)   implicit first op when absent
+//   ResizeImage(size int|[w,h] | resize_short, interpolation=bilinear|nearest|area|bicubic|lanczos|random,
+//               backend, return_numpy)
+//   RandCropImage(size int|[w,h], scale=[0.08,1], ratio=[3/4,4/3], interpolation, use_log_aspect=false,
+//                 progress_size, backend)        random area/aspect crop resized to size
+//   RandCropImageV2(size int|[w,h])              random crop without resize
+//   CropImage(size int|[w,h])                    center crop
+//   RandFlipImage(flip_code=1)                   1 horizontal, 0 vertical, -1 both; with probability 1/2
+//   Pad(padding int|[lr,tb]|[l,t,r,b], fill=0 (int or [r,g,b]), padding_mode=constant|edge|reflect|symmetric,
+//       backend)
+//   AugMix(prob=0.5, aug_prob_coeff=0.1, mixture_width=3, mixture_depth=1 (-1: random 1..3),
+//          aug_severity=1)                       ops: autocontrast, equalize, posterize, rotate, solarize,
+//                                                shear_x, shear_y, translate_x, translate_y
+//   ColorJitter(prob=2, brightness=0, contrast=0, saturation=0, hue=0, keys)  random order of the four
+//   RandomRotation(prob=0.5, degrees, interpolation=nearest|bilinear|bicubic, expand=false, center, fill=0,
+//                  keys)
+//   NormalizeImage(scale=1/255, mean=[0.485,0.456,0.406], std=[0.229,0.224,0.225], order='chw' (''|hwc|chw),
+//                  output_fp16=false, channel_num=3 (4 appends a zero channel))
+//   ToCHWImage()
+//   RandomErasing(EPSILON=0.5, sl=0.02, sh=0.4, r1=0.3, mean=[0,0,0], attempt=100, use_log_aspect=false,
+//                 mode=const|rand|pixel)
+// Numbers given as strings ("1.0/255.0") are evaluated as a/b, as PaddleClas's eval() would.
+#pragma once
+#include <featlearn/config/config.h>
+#include <featlearn/data/dataset.h>
+#include <featlearn/data/rng.h>
+
+#include <opencv2/core.hpp>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace featlearn {
+
+// What the pipeline knows about the image between ops (checked when the pipeline is built).
+struct ImageState {
+  bool is_float = false;  // after NormalizeImage
+  bool chw = false;       // logical layout; the Mat stays HWC
+  bool rgb = true;        // channel order (DecodeImage.to_rgb)
+  int channels = 3;
+};
+
+class Transform {
+ public:
+  virtual ~Transform() = default;
+  // Transforms `img` in place (it may be replaced). Throws featlearn::Error on impossible inputs (e.g. a crop
+  // larger than the image).
+  virtual void apply(cv::Mat& img, Rng& rng) const = 0;
+  virtual std::string name() const = 0;
+};
+
+class TransformPipeline {
+ public:
+  // `ops` is a transform_ops list node (may be undefined or null: decode only).
+  static TransformPipeline create(const ConfigNode& ops);
+
+  // Reads and decodes an image file (DecodeImage semantics). Throws BadImageError when the file cannot be
+  // read or decoded.
+  cv::Mat decode(const std::string& path) const;
+  // Applies the ops after DecodeImage.
+  void apply(cv::Mat& img, Rng& rng) const;
+  // decode + crop to `box` (when given) + apply.
+  cv::Mat run(const std::string& path, Rng& rng, const BBox* box = nullptr) const;
+
+  const ImageState& output_state() const { return out_; }
+  size_t num_ops() const { return ops_.size(); }
+
+ private:
+  bool to_rgb_ = true;
+  std::vector<std::shared_ptr<const Transform>> ops_;
+  ImageState out_;
+};
+
+// An image file that is missing, unreadable or not decodable.
+class BadImageError : public Error {
+ public:
+  using Error::Error;
+};
+
+std::vector<std::string> transform_names();
+
+// Writes an HWC image (CV_8UC* or CV_32FC*) as CHW float32 into `dst` (C*H*W floats).
+void hwc_to_chw_float(const cv::Mat& img, float* dst);
+
+}  // namespace featlearn

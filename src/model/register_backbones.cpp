@@ -1,0 +1,91 @@
+// Registers the builtin backbones in backbone_registry() (explicit registration, see CONVENTIONS.md).
+#include <featlearn/model/mobilenet_v3.h>
+#include <featlearn/model/resnet.h>
+
+#include <featlearn/common/error.h>
+
+#include <torch/torch.h>
+
+namespace featlearn {
+namespace {
+
+// `pretrained`: absent/False -> "" (random init); a path -> the path; True -> error (no download).
+std::string read_pretrained(const ConfigNode& node, const std::string& config_name, const std::string& tv_file) {
+  const ConfigNode p = node["pretrained"];
+  if (!p.defined()) return "";
+  if (!p.is_scalar()) p.fail("expected False or a path to a torchvision .pth weights file");
+  bool flag = false;
+  if (YAML::convert<bool>::decode(p.yaml(), flag)) {
+    if (!flag) return "";
+    const std::string file = tv_file.empty() ? std::string("<weights>.pth") : tv_file;
+    p.fail("pretrained: True needs a weights file, and featlearn does not download weights. " +
+           (tv_file.empty()
+                ? "Pass a state dict saved from this " + config_name + " (e.g. a featlearn export)"
+                : "Download torchvision's weights for " + config_name + " (" + tv_file +
+                      " from https://download.pytorch.org/models/)") +
+           " and set `pretrained: /path/to/" + file + "` (or -o Arch.Backbone.pretrained=/path/to/" + file +
+           "), or use pretrained: False for random initialization");
+  }
+  const std::string path = p.as<std::string>();
+  if (path.empty()) p.fail("empty weights path");
+  return path;
+}
+
+void check_data_format(const ConfigNode& node) {
+  const auto f = node.optional<std::string>("data_format");
+  if (f && *f != "NCHW") node["data_format"].fail("only data_format: NCHW is supported (got " + *f + ")");
+}
+
+void add_resnet(const std::string& name, const std::string& tv_file) {
+  backbone_registry().add(name, [name, tv_file](const ConfigNode& node) -> BackbonePtr {
+    node.check_keys({"name", "pretrained", "class_num", "input_image_channel", "data_format"});
+    check_data_format(node);
+    auto opts = resnet_options(name);
+    opts.class_num(node.get<int64_t>("class_num", 1000));
+    opts.in_channels(node.get<int64_t>("input_image_channel", 3));
+    if (opts.class_num() <= 0) node["class_num"].fail("must be positive");
+    if (opts.in_channels() <= 0) node["input_image_channel"].fail("must be positive");
+    auto m = std::make_shared<ResNetImpl>(opts);
+    m->config_name = name;
+    m->torchvision_file = tv_file;
+    m->pretrained_path = read_pretrained(node, name, tv_file);
+    return m;
+  });
+}
+
+void add_mobilenet(const std::string& name, bool large, const std::string& tv_file) {
+  backbone_registry().add(name, [name, large, tv_file](const ConfigNode& node) -> BackbonePtr {
+    node.check_keys({"name", "pretrained", "class_num", "dropout_prob", "class_expand"});
+    MobileNetV3Options opts(large);
+    opts.class_num(node.get<int64_t>("class_num", 1000));
+    opts.dropout_prob(node.get<double>("dropout_prob", 0.2));
+    opts.class_expand(node.get<int64_t>("class_expand", 0));
+    if (opts.class_num() <= 0) node["class_num"].fail("must be positive");
+    if (opts.dropout_prob() < 0 || opts.dropout_prob() >= 1) node["dropout_prob"].fail("must be in [0, 1)");
+    auto m = std::make_shared<MobileNetV3Impl>(opts);
+    m->config_name = name;
+    m->torchvision_file = tv_file;
+    m->pretrained_path = read_pretrained(node, name, tv_file);
+    return m;
+  });
+}
+
+}  // namespace
+
+void register_builtin_backbones() {
+  static const bool done = [] {
+    add_resnet("ResNet18", "resnet18-f37072fd.pth");
+    add_resnet("ResNet34", "resnet34-b627a593.pth");
+    add_resnet("ResNet50", "resnet50-0676ba61.pth");
+    add_resnet("ResNet101", "resnet101-63fe2227.pth");
+    add_resnet("ResNet152", "resnet152-394f9c45.pth");
+    add_resnet("ResNet50_vd", "");
+    add_resnet("ResNet50_last_stage_stride1", "resnet50-0676ba61.pth");
+    add_mobilenet("MobileNetV3_small_x1_0", false, "mobilenet_v3_small-047dcff4.pth");
+    add_mobilenet("MobileNetV3_large_x1_0", true, "mobilenet_v3_large-8738ca79.pth");
+    return true;
+  }();
+  (void)done;
+}
+
+}  // namespace featlearn

@@ -1,0 +1,744 @@
+// Optimizers and lr schedules with PaddleClas semantics (ppcls/optimizer/{__init__,optimizer,learning_rate}.py
+// on top of paddle.optimizer / paddle.optimizer.lr). See optimizer.h for the formulas.
+#include <featlearn/optim/optimizer.h>
+
+#include <torch/torch.h>
+
+#include <fmt/format.h>
+
+#include <cmath>
+#include <iostream>
+#include <optional>
+#include <regex>
+#include <set>
+#include <sstream>
+#include <unordered_map>
+
+namespace featlearn {
+namespace {
+
+constexpr int64_t kOptimFormatVersion = 1;
+
+void warn(const std::string& msg) { std::cerr << "featlearn: warning: " << msg << "\n"; }
+
+std::string num(double v) { return fmt::format("{:g}", v); }
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+bool is_whole(double x) { return std::floor(x) == x; }
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------------------
+// LrSchedule
+
+std::unique_ptr<LrSchedule> LrSchedule::create(const ConfigNode& node, int64_t iters_per_epoch, int64_t epochs) {
+  if (!node.defined()) node.fail("missing learning-rate schedule (e.g. `lr: {name: Cosine, learning_rate: 0.1}`)");
+  if (!node.is_map()) node.fail("expected a map such as {name: Cosine, learning_rate: 0.1}");
+  if (iters_per_epoch <= 0)
+    node.fail("the training loader yields no batch per epoch (fewer samples than batch_size with drop_last?)");
+  if (epochs <= 0) node.fail("Global.epochs must be positive, got " + std::to_string(epochs));
+
+  std::unique_ptr<LrSchedule> s(new LrSchedule());
+  s->iters_per_epoch_ = iters_per_epoch;
+
+  if (!node.has("name")) {  // PaddleClas: a bare `learning_rate` is a constant lr
+    node.check_keys({"learning_rate"});
+    s->base_lr_ = node.require<double>("learning_rate");
+    s->description_ = "Constant(learning_rate=" + num(s->base_lr_) + ")";
+    return s;
+  }
+
+  const std::string name = node.require<std::string>("name");
+  static const std::vector<std::string> kNames = {"ConstLR", "Constant",  "Cosine", "Linear",
+                                                  "MultiStepDecay", "Piecewise", "Step"};
+  if (std::find(kNames.begin(), kNames.end(), name) == kNames.end())
+    node["name"].fail("unknown learning-rate schedule '" + name + "'" + did_you_mean(name, kNames) +
+                      " (valid names: " + join(kNames) + ")");
+
+  std::vector<std::string> allowed = {"name",         "learning_rate", "warmup_epoch", "warmup_start_lr",
+                                      "last_epoch",   "by_epoch",      "verbose"};
+  auto allow = [&](std::initializer_list<const char*> keys) {
+    for (const char* k : keys) allowed.emplace_back(k);
+  };
+  if (name == "Cosine") allow({"eta_min"});
+  if (name == "Linear") allow({"end_lr", "power", "cycle"});
+  if (name == "Step") allow({"step_size", "gamma"});
+  if (name == "MultiStepDecay") allow({"milestones", "gamma"});
+  if (name == "Piecewise") allow({"decay_epochs", "values"});
+  node.check_keys(allowed);
+
+  s->by_epoch_ = node.get<bool>("by_epoch", false);
+  node.get<bool>("verbose", false);  // type-checked; the engine logs the lr
+  const int64_t last_epoch = node.get<int64_t>("last_epoch", -1);
+  if (last_epoch < -1) node["last_epoch"].fail("must be >= -1 (-1 starts the schedule at its beginning)");
+  s->start_offset_ = static_cast<double>(last_epoch + 1);
+  s->warmup_start_lr_ = node.get<double>("warmup_start_lr", 0.0);
+
+  // Piecewise takes its base lr from values[0] (or from learning_rate with the ×0.1-every-30-epochs rule).
+  if (name == "Piecewise") {
+    const double lr = node.get<double>("learning_rate", 0.0);
+    std::vector<double> decay_epochs;
+    if (lr != 0.0) {  // PaddleClas: `if learning_rate:` overrides decay_epochs/values
+      for (int64_t e = 0; e < epochs; e += 30) decay_epochs.push_back(static_cast<double>(e));
+      for (size_t i = 0; i < decay_epochs.size(); ++i) s->values_.push_back(lr * std::pow(0.1, double(i)));
+      if (decay_epochs.size() == 1) {
+        decay_epochs = {static_cast<double>(epochs)};
+        s->values_ = {s->values_[0], s->values_[0]};
+      } else {
+        decay_epochs.erase(decay_epochs.begin());
+      }
+      if (node.has("decay_epochs") || node.has("values"))
+        warn(node.where() + ": learning_rate is set, so decay_epochs/values are replaced by the rule 'lr x0.1 "
+             "every 30 epochs' (as PaddleClas)");
+    } else {
+      decay_epochs = node.require<std::vector<double>>("decay_epochs");
+      s->values_ = node.require<std::vector<double>>("values");
+      if (s->values_.size() != decay_epochs.size() + 1)
+        node["values"].fail("needs exactly one more entry than decay_epochs (" +
+                            std::to_string(decay_epochs.size() + 1) + "), got " +
+                            std::to_string(s->values_.size()));
+    }
+    for (double e : decay_epochs) s->boundaries_.push_back(s->by_epoch_ ? e : e * double(iters_per_epoch));
+    s->base_lr_ = s->values_[0];
+  } else {
+    s->base_lr_ = node.require<double>("learning_rate");
+  }
+
+  double warmup_epoch = node.get<double>("warmup_epoch", 0.0);
+  if (warmup_epoch < 0) node["warmup_epoch"].fail("must be >= 0");
+  if (warmup_epoch >= double(epochs) && warmup_epoch > 0) {
+    warn(node["warmup_epoch"].where() + ": must be smaller than Global.epochs (" + std::to_string(epochs) +
+         "); using " + std::to_string(epochs) + " (as PaddleClas)");
+    warmup_epoch = double(epochs);
+  }
+  if (s->by_epoch_) {
+    if (!is_whole(warmup_epoch)) node["warmup_epoch"].fail("must be a whole number of epochs when by_epoch is true");
+    s->warmup_steps_ = warmup_epoch;
+  } else {
+    s->warmup_steps_ = std::nearbyint(warmup_epoch * double(iters_per_epoch));  // Python round(): half to even
+  }
+  // Steps per epoch-valued key; the decaying part spans the epochs after warmup.
+  const double unit = s->by_epoch_ ? 1.0 : double(iters_per_epoch);
+  const double decay_span = (double(epochs) - warmup_epoch) * unit;
+
+  std::string params;
+  if (name == "Constant" || name == "ConstLR") {
+    s->kind_ = Kind::kConstant;
+  } else if (name == "Cosine") {
+    s->kind_ = Kind::kCosine;
+    s->period_ = decay_span;
+    s->end_lr_ = node.get<double>("eta_min", 0.0);
+    params = ", T_max=" + num(s->period_) + ", eta_min=" + num(s->end_lr_);
+  } else if (name == "Linear") {
+    s->kind_ = Kind::kLinear;
+    s->period_ = decay_span;
+    s->end_lr_ = node.get<double>("end_lr", 0.0);
+    s->power_ = node.get<double>("power", 1.0);
+    s->cycle_ = node.get<bool>("cycle", false);
+    params = ", decay_steps=" + num(s->period_) + ", end_lr=" + num(s->end_lr_) + ", power=" + num(s->power_) +
+             (s->cycle_ ? ", cycle=true" : "");
+  } else if (name == "Step") {
+    s->kind_ = Kind::kStep;
+    const double step_size = node.require<double>("step_size");
+    s->gamma_ = node.require<double>("gamma");
+    if (s->by_epoch_) {
+      if (!is_whole(step_size)) node["step_size"].fail("must be a whole number of epochs when by_epoch is true");
+      s->period_ = step_size;
+    } else {
+      s->period_ = std::trunc(step_size * double(iters_per_epoch));  // PaddleClas: int(step_size * step_each_epoch)
+    }
+    if (s->period_ < 1)
+      node["step_size"].fail("gives a step of " + num(s->period_) + " iterations; it must be at least 1 (" +
+                             std::to_string(iters_per_epoch) + " iterations per epoch)");
+    if (s->gamma_ >= 1.0) node["gamma"].fail("must be < 1.0");
+    params = ", step_size=" + num(s->period_) + ", gamma=" + num(s->gamma_);
+  } else if (name == "MultiStepDecay") {
+    s->kind_ = Kind::kMultiStep;
+    const auto milestones = node.require<std::vector<double>>("milestones");
+    s->gamma_ = node.get<double>("gamma", 0.1);
+    if (s->gamma_ >= 1.0) node["gamma"].fail("must be < 1.0");
+    for (size_t i = 0; i < milestones.size(); ++i) {
+      if (i > 0 && milestones[i] <= milestones[i - 1]) node["milestones"].fail("must be strictly increasing");
+      s->boundaries_.push_back(milestones[i] * unit);
+    }
+    params = ", gamma=" + num(s->gamma_);
+  } else if (name == "Piecewise") {
+    s->kind_ = Kind::kPiecewise;
+  }
+  if (!s->boundaries_.empty()) {
+    params += ", boundaries=[";
+    for (size_t i = 0; i < s->boundaries_.size(); ++i) params += (i ? "," : "") + num(s->boundaries_[i]);
+    params += "]";
+  }
+  if (!s->values_.empty()) {
+    params += ", values=[";
+    for (size_t i = 0; i < s->values_.size(); ++i) params += (i ? "," : "") + num(s->values_[i]);
+    params += "]";
+  }
+  s->description_ = name + "(learning_rate=" + num(s->base_lr_) + params;
+  if (s->warmup_steps_ > 0)
+    s->description_ += ", warmup_steps=" + num(s->warmup_steps_) + ", warmup_start_lr=" + num(s->warmup_start_lr_);
+  if (last_epoch != -1) s->description_ += ", last_epoch=" + std::to_string(last_epoch);
+  s->description_ += std::string(", by_epoch=") + (s->by_epoch_ ? "true" : "false") + ")";
+  return s;
+}
+
+double LrSchedule::lr_at(int64_t iteration) const {
+  FL_ASSERT(iteration >= 0, "negative iteration");
+  double t = step_of(iteration);
+  if (warmup_steps_ > 0) {
+    // Paddle's LinearWarmup: linear ramp, then the wrapped schedule stepped to t - warmup_steps.
+    if (t < warmup_steps_) return (base_lr_ - warmup_start_lr_) * t / warmup_steps_ + warmup_start_lr_;
+    return decayed(t - warmup_steps_);
+  }
+  return decayed(t);
+}
+
+double LrSchedule::step_of(int64_t iteration) const {
+  const int64_t t = by_epoch_ ? iteration / iters_per_epoch_ : iteration;
+  return static_cast<double>(t) + start_offset_;
+}
+
+double LrSchedule::decayed(double s) const {
+  switch (kind_) {
+    case Kind::kConstant:
+      return base_lr_;
+    case Kind::kCosine:  // CosineAnnealingDecay (closed form; Paddle's recursive form is the same function)
+      if (period_ <= 0) return base_lr_;
+      return end_lr_ + (base_lr_ - end_lr_) * (1.0 + std::cos(M_PI * s / period_)) / 2.0;
+    case Kind::kLinear: {  // PolynomialDecay
+      if (period_ <= 0) return base_lr_;
+      double x = s, span = period_;
+      if (cycle_) {
+        const double div = s == 0 ? 1.0 : std::ceil(s / period_);
+        span = period_ * div;
+      } else {
+        x = std::min(s, period_);
+      }
+      return (base_lr_ - end_lr_) * std::pow(1.0 - x / span, power_) + end_lr_;
+    }
+    case Kind::kStep:
+      return base_lr_ * std::pow(gamma_, std::floor(s / period_));
+    case Kind::kMultiStep: {
+      size_t n = 0;
+      while (n < boundaries_.size() && s >= boundaries_[n]) ++n;
+      return base_lr_ * std::pow(gamma_, double(n));
+    }
+    case Kind::kPiecewise:
+      for (size_t i = 0; i < boundaries_.size(); ++i)
+        if (s < boundaries_[i]) return values_[i];
+      return values_.back();
+  }
+  FL_ASSERT(false, "unhandled lr schedule kind");
+  return 0;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// OptimizerSet
+
+namespace {
+
+enum class OptKind { kSGD, kMomentum, kAdam, kAdamW, kRMSProp };
+enum class RegKind { kNone, kL1, kL2 };
+
+const std::vector<std::string>& optimizer_names() {
+  static const std::vector<std::string> names = {"Adam", "AdamW", "Momentum", "RMSProp", "SGD"};
+  return names;
+}
+
+OptKind kind_of(const std::string& name) {
+  if (name == "SGD") return OptKind::kSGD;
+  if (name == "Momentum") return OptKind::kMomentum;
+  if (name == "Adam") return OptKind::kAdam;
+  if (name == "AdamW") return OptKind::kAdamW;
+  FL_ASSERT(name == "RMSProp", "unknown optimizer " + name);
+  return OptKind::kRMSProp;
+}
+
+struct ScopedParam {
+  std::string qualified;  // "RecModel:backbone.conv1.weight", for messages
+  std::string name;       // name within its scope, matched by no_weight_decay_name
+  torch::Tensor tensor;
+};
+
+// Parameters selected by one `scope` (PaddleClas build_optimizer's rules, see optimizer.h).
+std::vector<ScopedParam> resolve_scope(const std::string& scope, const ConfigNode& where,
+                                       const ParameterScopes& scopes) {
+  std::vector<ScopedParam> out;
+  auto add_all = [&](const std::pair<std::string, NamedParameters>& sc) {
+    for (const auto& np : sc.second) out.push_back({sc.first + ":" + np.first, np.first, np.second});
+  };
+  std::vector<std::string> scope_names = {"all"};
+  for (const auto& sc : scopes) scope_names.push_back(sc.first);
+
+  if (scope == "all") {
+    for (const auto& sc : scopes) add_all(sc);
+    if (out.empty()) where.fail("there are no parameters to optimize");
+    return out;
+  }
+  for (const auto& sc : scopes) {
+    if (sc.first != scope) continue;
+    if (sc.second.empty()) where.fail("scope '" + scope + "' has no parameters to optimize");
+    add_all(sc);
+    return out;
+  }
+  // A sub-layer of RecModel, matched like PaddleClas: attribute name or regex full match of a sub-layer name.
+  const NamedParameters* model = nullptr;
+  for (const auto& sc : scopes)
+    if (sc.first == "RecModel") model = &sc.second;
+  std::set<std::string> layers;  // first-level sub-layers, for the message
+  if (model)
+    for (const auto& np : *model) layers.insert(np.first.substr(0, np.first.find('.')));
+  auto unknown = [&]() {
+    std::vector<std::string> candidates = scope_names;
+    candidates.insert(candidates.end(), layers.begin(), layers.end());
+    std::string msg = "unknown scope '" + scope + "'" + did_you_mean(scope, candidates) +
+                      " (valid: " + join(scope_names);
+    if (!layers.empty())
+      msg += ", or a RecModel sub-layer name/regex such as " + join({layers.begin(), layers.end()});
+    where.fail(msg + ")");
+  };
+  if (ends_with(scope, "Loss") || !model) unknown();  // PaddleClas: *Loss scopes name a loss with parameters
+  std::regex re;
+  try {
+    re = std::regex(scope);
+  } catch (const std::regex_error& e) {
+    where.fail("scope '" + scope + "' is neither a known scope nor a valid regular expression (" + e.what() + ")");
+  }
+  for (const auto& np : *model) {
+    const std::string& n = np.first;
+    for (size_t dot = n.find('.'); dot != std::string::npos; dot = n.find('.', dot + 1)) {
+      if (std::regex_match(n.substr(0, dot), re)) {
+        out.push_back({"RecModel:" + n, n, np.second});
+        break;
+      }
+    }
+  }
+  if (out.empty()) unknown();
+  return out;
+}
+
+}  // namespace
+
+struct OptimizerSet::Entry {
+  std::string name;   // config name: Momentum, Adam, ...
+  std::string scope;
+  OptKind kind = OptKind::kSGD;
+  std::unique_ptr<LrSchedule> schedule;
+  std::vector<torch::Tensor> params;
+  std::vector<std::string> param_names;
+  std::vector<bool> decay;  // regularizer / decoupled weight decay applies
+  RegKind reg = RegKind::kNone;
+  double reg_coeff = 0;
+  std::optional<double> clip_norm;
+  std::unique_ptr<torch::optim::Optimizer> torch_opt;  // every kind but RMSProp
+  std::vector<std::unique_ptr<torch::optim::OptimizerOptions>> group_options;  // as configured, re-applied on load
+  // RMSProp. Paddle's rule differs from torch::optim::RMSprop (epsilon inside the sqrt, lr inside the
+  // velocity), so it is implemented here. Tensors are created at a parameter's first gradient.
+  double rho = 0.95, epsilon = 1e-6, momentum = 0;
+  std::vector<torch::Tensor> mean_square, moment;
+
+  void step(double lr);
+};
+
+namespace {
+
+std::unique_ptr<OptimizerSet::Entry> make_entry(const std::string& name, const ConfigNode& params,
+                                                const std::string& scope, const ConfigNode& scope_where,
+                                                bool list_form, const ParameterScopes& scopes,
+                                                int64_t iters_per_epoch, int64_t epochs) {
+  auto e = std::make_unique<OptimizerSet::Entry>();
+  e->name = name;
+  e->scope = scope;
+  e->kind = kind_of(name);
+
+  std::vector<std::string> allowed = {"name", "lr", "regularizer", "clip_norm", "weight_decay", "multi_precision"};
+  if (list_form) allowed.push_back("scope");
+  const bool has_no_decay_keys = e->kind == OptKind::kMomentum || e->kind == OptKind::kAdamW ||
+                                 e->kind == OptKind::kRMSProp;
+  if (has_no_decay_keys) {
+    allowed.push_back("no_weight_decay_name");
+    allowed.push_back("one_dim_param_no_weight_decay");
+  }
+  switch (e->kind) {
+    case OptKind::kSGD: break;
+    case OptKind::kMomentum: allowed.insert(allowed.end(), {"momentum", "use_nesterov"}); break;
+    case OptKind::kAdam:
+      allowed.insert(allowed.end(), {"beta1", "beta2", "epsilon", "lazy_mode", "parameter_list"});
+      break;
+    case OptKind::kAdamW: allowed.insert(allowed.end(), {"beta1", "beta2", "epsilon"}); break;
+    case OptKind::kRMSProp: allowed.insert(allowed.end(), {"momentum", "rho", "epsilon"}); break;
+  }
+  params.check_keys(allowed);
+  params.get<bool>("multi_precision", false);  // type check only
+  if (e->kind == OptKind::kAdam) {
+    params.get<bool>("lazy_mode", false);  // only changes sparse (SelectedRows) updates in Paddle
+    if (params["parameter_list"].defined())
+      params["parameter_list"].fail("is not supported; choose parameters with `scope`");
+  }
+
+  if (!params.has("lr")) params.fail("missing required key 'lr' (e.g. `lr: {name: Cosine, learning_rate: 0.1}`)");
+  e->schedule = LrSchedule::create(params["lr"], iters_per_epoch, epochs);
+
+  // Regularizer (Paddle: `regularizer` wins over `weight_decay`; a float weight_decay is L2Decay).
+  const ConfigNode reg = params["regularizer"];
+  double adamw_decay = 0;
+  if (e->kind == OptKind::kAdamW) {
+    if (reg.defined())
+      reg.fail("AdamW applies decoupled `weight_decay`; a regularizer is not supported with AdamW (Paddle raises "
+               "a TypeError). Use `weight_decay: <coeff>` instead");
+    adamw_decay = params.require<double>("weight_decay");
+    if (adamw_decay < 0) params["weight_decay"].fail("must be >= 0");
+  } else if (reg.defined()) {
+    reg.check_keys({"name", "coeff"});
+    const std::string reg_name = reg.require<std::string>("name");
+    if (reg_name == "L2") {
+      e->reg = RegKind::kL2;
+    } else if (reg_name == "L1") {
+      e->reg = RegKind::kL1;
+    } else {
+      reg["name"].fail("unknown regularizer '" + reg_name + "'" + did_you_mean(reg_name, {"L1", "L2"}) +
+                       " (valid names: L1, L2)");
+    }
+    e->reg_coeff = reg.get<double>("coeff", 0.0);
+    if (params["weight_decay"].defined())
+      warn(params["weight_decay"].where() + ": ignored because `regularizer` is set (as PaddleClas)");
+  } else if (params["weight_decay"].defined()) {
+    e->reg = RegKind::kL2;
+    e->reg_coeff = params.require<double>("weight_decay");
+  }
+  if (e->reg_coeff == 0) e->reg = RegKind::kNone;
+
+  if (params["clip_norm"].defined()) {
+    e->clip_norm = params.require<double>("clip_norm");
+    if (!(*e->clip_norm > 0)) params["clip_norm"].fail("must be > 0");
+  }
+
+  // Parameters and which of them are exempt from decay.
+  std::vector<std::string> no_decay_names;
+  bool one_dim_no_decay = false;
+  if (has_no_decay_keys) {
+    const ConfigNode nd = params["no_weight_decay_name"];
+    if (nd.defined()) {
+      if (nd.is_seq()) {
+        no_decay_names = nd.as<std::vector<std::string>>();
+      } else {  // PaddleClas: a space-separated string
+        std::istringstream words(nd.as<std::string>());
+        for (std::string w; words >> w;) no_decay_names.push_back(w);
+      }
+    }
+    // Note: PaddleClas's Momentum only honours one_dim_param_no_weight_decay together with a non-empty
+    // no_weight_decay_name (an oversight there); here it always applies.
+    one_dim_no_decay = params.get<bool>("one_dim_param_no_weight_decay", false);
+  }
+  std::set<const void*> seen;
+  for (auto& sp : resolve_scope(scope, scope_where, scopes)) {
+    if (!seen.insert(sp.tensor.unsafeGetTensorImpl()).second) continue;  // shared parameter
+    bool decay = !(one_dim_no_decay && sp.tensor.dim() == 1);
+    for (const auto& nd : no_decay_names)
+      if (sp.name.find(nd) != std::string::npos) decay = false;
+    e->params.push_back(sp.tensor);
+    e->param_names.push_back(sp.qualified);
+    e->decay.push_back(decay);
+  }
+
+  // Update rule.
+  const double lr0 = e->schedule->lr_at(0);
+  auto betas = [&]() {
+    const double b1 = params.get<double>("beta1", 0.9), b2 = params.get<double>("beta2", 0.999);
+    if (!(b1 >= 0 && b1 < 1)) params["beta1"].fail("must be in [0, 1)");
+    if (!(b2 >= 0 && b2 < 1)) params["beta2"].fail("must be in [0, 1)");
+    return std::make_tuple(b1, b2);
+  };
+  auto epsilon = [&](double def) {
+    const double eps = params.get<double>("epsilon", def);
+    if (eps < 0) params["epsilon"].fail("must be >= 0");
+    return eps;
+  };
+  using torch::optim::OptimizerParamGroup;
+  std::vector<OptimizerParamGroup> groups;
+  switch (e->kind) {
+    case OptKind::kSGD:
+    case OptKind::kMomentum: {
+      // Paddle's Momentum: v = mu*v + g; p -= lr*v (nesterov: p -= lr*(g + mu*v)); velocity starts at 0, so the
+      // first v is g. torch's SGD (dampening 0) is the same rule, lr outside the velocity.
+      double mu = 0;
+      bool nesterov = false;
+      if (e->kind == OptKind::kMomentum) {
+        mu = params.require<double>("momentum");
+        if (mu < 0) params["momentum"].fail("must be >= 0");
+        nesterov = params.get<bool>("use_nesterov", false) && mu > 0;  // mu = 0: nesterov is plain SGD
+      }
+      auto opts = torch::optim::SGDOptions(lr0).momentum(mu).nesterov(nesterov);
+      groups.emplace_back(e->params, std::make_unique<torch::optim::SGDOptions>(opts));
+      e->group_options.push_back(std::make_unique<torch::optim::SGDOptions>(opts));
+      e->torch_opt = std::make_unique<torch::optim::SGD>(groups, opts);
+      break;
+    }
+    case OptKind::kAdam: {
+      // Paddle's Adam = torch's (lr_t = lr*sqrt(1-b2^t)/(1-b1^t), epsilon scaled by sqrt(1-b2^t)).
+      auto opts = torch::optim::AdamOptions(lr0).betas(betas()).eps(epsilon(1e-8)).weight_decay(0);
+      groups.emplace_back(e->params, std::make_unique<torch::optim::AdamOptions>(opts));
+      e->group_options.push_back(std::make_unique<torch::optim::AdamOptions>(opts));
+      e->torch_opt = std::make_unique<torch::optim::Adam>(groups, opts);
+      break;
+    }
+    case OptKind::kAdamW: {
+      // Paddle's AdamW: p *= (1 - lr*coeff), then Adam; no_weight_decay parameters skip the first part.
+      auto opts = torch::optim::AdamWOptions(lr0).betas(betas()).eps(epsilon(1e-8)).weight_decay(adamw_decay);
+      std::vector<torch::Tensor> with_decay, without_decay;
+      for (size_t j = 0; j < e->params.size(); ++j) (e->decay[j] ? with_decay : without_decay).push_back(e->params[j]);
+      // Keep e->params in group order so saved states line up with parameters.
+      std::vector<bool> decay_in_order(with_decay.size(), true);
+      decay_in_order.resize(with_decay.size() + without_decay.size(), false);
+      std::vector<std::string> names_in_order;
+      for (int pass = 0; pass < 2; ++pass)
+        for (size_t j = 0; j < e->params.size(); ++j)
+          if (e->decay[j] == (pass == 0)) names_in_order.push_back(e->param_names[j]);
+      for (const auto* group : {&with_decay, &without_decay}) {
+        if (group->empty()) continue;
+        auto gopts = opts;
+        gopts.weight_decay(group == &with_decay ? adamw_decay : 0.0);
+        groups.emplace_back(*group, std::make_unique<torch::optim::AdamWOptions>(gopts));
+        e->group_options.push_back(std::make_unique<torch::optim::AdamWOptions>(gopts));
+      }
+      e->params = with_decay;
+      e->params.insert(e->params.end(), without_decay.begin(), without_decay.end());
+      e->param_names = names_in_order;
+      e->decay = decay_in_order;
+      e->torch_opt = std::make_unique<torch::optim::AdamW>(groups, opts);
+      break;
+    }
+    case OptKind::kRMSProp:
+      e->rho = params.get<double>("rho", 0.95);
+      e->epsilon = epsilon(1e-6);
+      e->momentum = params.get<double>("momentum", 0.0);
+      if (!(e->rho >= 0 && e->rho < 1)) params["rho"].fail("must be in [0, 1)");
+      if (e->momentum < 0) params["momentum"].fail("must be >= 0");
+      e->mean_square.resize(e->params.size());
+      e->moment.resize(e->params.size());
+      break;
+  }
+  return e;
+}
+
+}  // namespace
+
+void OptimizerSet::Entry::step(double lr) {
+  torch::NoGradGuard no_grad;
+  for (size_t j = 0; j < params.size(); ++j) {
+    torch::Tensor& p = params[j];
+    torch::Tensor& g = p.mutable_grad();
+    if (!g.defined()) continue;
+    if (clip_norm) {  // Paddle ClipGradByNorm: g * clip / max(||g||, clip), per tensor; no host sync
+      const double c = *clip_norm;
+      g.mul_(torch::clamp_min(g.norm(), c).reciprocal().mul_(c));
+    }
+    if (reg != RegKind::kNone && decay[j]) {
+      if (reg == RegKind::kL2)
+        g.add_(p, reg_coeff);
+      else
+        g.add_(p.sign(), reg_coeff);
+    }
+  }
+  if (torch_opt) {
+    for (auto& group : torch_opt->param_groups()) group.options().set_lr(lr);
+    torch_opt->step();
+    return;
+  }
+  // RMSProp (Paddle): r = rho*r + (1-rho)*g^2; v = momentum*v + lr*g/sqrt(r+eps); p -= v.
+  for (size_t j = 0; j < params.size(); ++j) {
+    torch::Tensor& p = params[j];
+    const torch::Tensor& g = p.grad();
+    if (!g.defined()) continue;
+    if (!mean_square[j].defined()) {
+      mean_square[j] = torch::zeros_like(p, torch::MemoryFormat::Preserve);
+      moment[j] = torch::zeros_like(p, torch::MemoryFormat::Preserve);
+    }
+    mean_square[j].mul_(rho).addcmul_(g, g, 1.0 - rho);
+    moment[j].mul_(momentum).addcdiv_(g, mean_square[j].add(epsilon).sqrt_(), lr);
+    p.sub_(moment[j]);
+  }
+}
+
+NamedParameters named_parameters_of(const torch::nn::Module& module) {
+  NamedParameters out;
+  for (const auto& kv : module.named_parameters(/*recurse=*/true)) out.emplace_back(kv.key(), kv.value());
+  return out;
+}
+
+std::unique_ptr<OptimizerSet> OptimizerSet::create(const ConfigNode& node, const ParameterScopes& scopes,
+                                                   int64_t iters_per_epoch, int64_t epochs) {
+  if (!node.defined())
+    node.fail("missing Optimizer section (e.g. {name: Momentum, momentum: 0.9, lr: {name: Cosine, "
+              "learning_rate: 0.1}})");
+  std::unique_ptr<OptimizerSet> set(new OptimizerSet());
+  auto check_name = [](const std::string& name, const ConfigNode& where) {
+    const auto& names = optimizer_names();
+    if (std::find(names.begin(), names.end(), name) == names.end())
+      where.fail("unknown optimizer '" + name + "'" + did_you_mean(name, names) + " (valid names: " + join(names) +
+                 ")");
+  };
+  if (node.is_map()) {
+    const std::string name = node.require<std::string>("name");
+    check_name(name, node["name"]);
+    set->entries_.push_back(make_entry(name, node, "all", node, false, scopes, iters_per_epoch, epochs));
+  } else if (node.is_seq()) {
+    if (node.size() == 0) node.fail("the optimizer list is empty");
+    for (size_t i = 0; i < node.size(); ++i) {
+      const ConfigNode item = node.at(i);
+      auto [name, params] = item.single_entry();
+      check_name(name, item);
+      if (!params.is_map()) params.fail("expected a map {scope: ..., lr: {...}, ...}");
+      const std::string scope = params.require<std::string>("scope");
+      set->entries_.push_back(make_entry(name, params, scope, params["scope"], true, scopes, iters_per_epoch, epochs));
+    }
+  } else {
+    node.fail("expected a map {name: Momentum, lr: {...}, ...} or a list of `- Name: {scope: ..., lr: {...}}`");
+  }
+
+  // A parameter stepped by two optimizers would be updated twice per iteration.
+  std::unordered_map<const void*, size_t> owner;
+  for (size_t i = 0; i < set->entries_.size(); ++i) {
+    const auto& e = *set->entries_[i];
+    for (size_t j = 0; j < e.params.size(); ++j) {
+      auto [it, inserted] = owner.emplace(e.params[j].unsafeGetTensorImpl(), i);
+      if (inserted) continue;
+      const auto& other = *set->entries_[it->second];
+      node.at(i).fail("parameter '" + e.param_names[j] + "' of scope '" + e.scope + "' is already optimized by " +
+                      other.name + " (scope '" + other.scope + "'); each parameter may belong to one optimizer");
+    }
+  }
+  return set;
+}
+
+OptimizerSet::~OptimizerSet() = default;
+
+void OptimizerSet::zero_grad() {
+  // Paddle's clear_grad zeroes gradients (set_to_zero): a parameter that got a gradient once keeps being
+  // decayed / carried by momentum in steps where it gets none.
+  for (auto& e : entries_)
+    for (auto& p : e->params) {
+      auto& g = p.mutable_grad();
+      if (!g.defined()) continue;
+      g = g.detach();
+      g.zero_();
+    }
+}
+
+void OptimizerSet::step() {
+  for (auto& e : entries_) e->step(e->schedule->lr_at(iteration_));
+  ++iteration_;
+}
+
+std::vector<double> OptimizerSet::current_lrs() const {
+  std::vector<double> out;
+  for (const auto& e : entries_) out.push_back(e->schedule->lr_at(iteration_));
+  return out;
+}
+
+void OptimizerSet::set_iteration(int64_t it) {
+  FL_ASSERT(it >= 0, "negative iteration");
+  iteration_ = it;
+}
+
+const LrSchedule& OptimizerSet::schedule(size_t i) const {
+  FL_ASSERT(i < entries_.size(), "optimizer index out of range");
+  return *entries_[i]->schedule;
+}
+
+std::vector<std::string> OptimizerSet::describe() const {
+  std::vector<std::string> out;
+  for (const auto& e : entries_) {
+    std::string s = e->name + " scope=" + e->scope + " params=" + std::to_string(e->params.size());
+    if (e->reg != RegKind::kNone) s += std::string(" ") + (e->reg == RegKind::kL2 ? "L2" : "L1") + "=" + num(e->reg_coeff);
+    if (e->clip_norm) s += " clip_norm=" + num(*e->clip_norm);
+    out.push_back(s + " lr=" + e->schedule->describe());
+  }
+  return out;
+}
+
+void OptimizerSet::save(torch::serialize::OutputArchive& archive) const {
+  archive.write("optim_format_version", torch::tensor(kOptimFormatVersion));
+  archive.write("iteration", torch::tensor(iteration_));
+  archive.write("num_optimizers", torch::tensor(static_cast<int64_t>(entries_.size())));
+  for (size_t i = 0; i < entries_.size(); ++i) {
+    const Entry& e = *entries_[i];
+    torch::serialize::OutputArchive sub(archive.compilation_unit());
+    sub.write("name", c10::IValue(e.name));
+    std::vector<int64_t> numels;
+    for (const auto& p : e.params) numels.push_back(p.numel());
+    sub.write("param_numels", torch::tensor(numels, torch::kInt64));
+    if (e.torch_opt) {
+      e.torch_opt->save(sub);
+    } else {
+      for (size_t j = 0; j < e.params.size(); ++j) {
+        if (!e.mean_square[j].defined()) continue;
+        sub.write("mean_square_" + std::to_string(j), e.mean_square[j]);
+        sub.write("moment_" + std::to_string(j), e.moment[j]);
+      }
+    }
+    archive.write("optimizer_" + std::to_string(i), sub);
+  }
+}
+
+void OptimizerSet::load(torch::serialize::InputArchive& archive) {
+  torch::Tensor t;
+  if (!archive.try_read("optim_format_version", t))
+    throw Error("the checkpoint holds no optimizer state (key optim_format_version missing)");
+  const int64_t version = t.item<int64_t>();
+  if (version < 1 || version > kOptimFormatVersion)
+    throw Error("optimizer state format version " + std::to_string(version) +
+                " is not supported by this featlearn (supports 1.." + std::to_string(kOptimFormatVersion) + ")");
+  archive.read("num_optimizers", t);
+  const int64_t n = t.item<int64_t>();
+  if (n != static_cast<int64_t>(entries_.size()))
+    throw Error("the checkpoint holds " + std::to_string(n) + " optimizer(s) but the config defines " +
+                std::to_string(entries_.size()) + "; resume with the Optimizer section the run was started with");
+  for (size_t i = 0; i < entries_.size(); ++i) {
+    Entry& e = *entries_[i];
+    torch::serialize::InputArchive sub;
+    archive.read("optimizer_" + std::to_string(i), sub);
+    c10::IValue name;
+    sub.read("name", name);
+    if (name.toStringRef() != e.name)
+      throw Error("optimizer " + std::to_string(i) + " in the checkpoint is " + name.toStringRef() +
+                  " but the config has " + e.name + " (scope '" + e.scope + "')");
+    sub.read("param_numels", t);
+    t = t.to(torch::kCPU);
+    if (t.numel() != static_cast<int64_t>(e.params.size()))
+      throw Error("optimizer " + std::to_string(i) + " (" + e.name + ", scope '" + e.scope + "'): the checkpoint has " +
+                  std::to_string(t.numel()) + " parameters, the model has " + std::to_string(e.params.size()));
+    for (size_t j = 0; j < e.params.size(); ++j)
+      if (t[j].item<int64_t>() != e.params[j].numel())
+        throw Error("optimizer " + std::to_string(i) + " (" + e.name + "): parameter '" + e.param_names[j] +
+                    "' has " + std::to_string(e.params[j].numel()) + " elements but its saved state has " +
+                    std::to_string(t[j].item<int64_t>()));
+    if (e.torch_opt) {
+      e.torch_opt->load(sub);
+      // The saved group options (betas, weight decay, ...) give way to the config's; lr is set every step.
+      auto& groups = e.torch_opt->param_groups();
+      FL_ASSERT(groups.size() == e.group_options.size(), "param group count changed");
+      for (size_t g = 0; g < groups.size(); ++g) groups[g].set_options(e.group_options[g]->clone());
+    } else {
+      for (size_t j = 0; j < e.params.size(); ++j) {
+        torch::Tensor ms, mom;
+        if (!sub.try_read("mean_square_" + std::to_string(j), ms) || !sub.try_read("moment_" + std::to_string(j), mom)) {
+          e.mean_square[j] = torch::Tensor();
+          e.moment[j] = torch::Tensor();
+          continue;
+        }
+        const auto& p = e.params[j];
+        e.mean_square[j] = ms.to(p.device(), p.scalar_type()).clone();
+        e.moment[j] = mom.to(p.device(), p.scalar_type()).clone();
+      }
+    }
+  }
+  archive.read("iteration", t);
+  iteration_ = t.item<int64_t>();
+}
+
+}  // namespace featlearn
