@@ -32,7 +32,7 @@ int main(int argc, char** argv) {
     featlearn::RecModel model(cfg["Arch"]);
     featlearn::CombinedLoss loss(cfg["Loss"]["Train"]);
     auto shape = cfg["Global"].get<std::vector<int64_t>>("image_shape", {3, 224, 224});
-    std::vector<std::pair<std::string, std::vector<torch::Tensor>>> scopes = {{"RecModel", model->parameters()}};
+    featlearn::ParameterScopes scopes = {{"RecModel", featlearn::named_parameters_of(*model)}};
     auto opt = featlearn::OptimizerSet::create(cfg["Optimizer"], scopes, 1000, 10);
     auto x = torch::randn({batch, shape[0], shape[1], shape[2]});
     auto y = torch::arange(batch / k).repeat_interleave(k);

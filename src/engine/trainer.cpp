@@ -133,11 +133,12 @@ Trainer::Trainer(Config config, Mode mode) : s_(std::make_unique<State>(std::mov
     if (s.train_loader->batches_per_epoch() <= 0)
       root["DataLoader"]["Train"].fail("yields no batch per epoch (fewer images than batch_size with drop_last?)");
 
-    std::vector<std::pair<std::string, std::vector<torch::Tensor>>> scopes;
-    scopes.emplace_back("RecModel", s.model->parameters());
-    for (const auto& name : s.train_loss->names()) {
-      auto params = s.train_loss->parameters_of(name);
-      if (!params.empty()) scopes.emplace_back(name, params);
+    // Optimizer scopes: "RecModel" and each loss with parameters (e.g. CenterLoss), by its config name.
+    ParameterScopes scopes;
+    scopes.emplace_back("RecModel", named_parameters_of(*s.model));
+    for (const auto& child : s.train_loss->named_children()) {
+      auto params = named_parameters_of(*child.value());
+      if (!params.empty()) scopes.emplace_back(child.key(), params);
     }
     if (!root["Optimizer"].defined()) root.fail("missing the Optimizer section");
     s.optimizer = OptimizerSet::create(root["Optimizer"], scopes, s.train_loader->batches_per_epoch(), g.epochs);

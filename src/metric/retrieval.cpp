@@ -292,7 +292,7 @@ MetricValues evaluate_retrieval(const MetricSet& metrics, const torch::Tensor& q
 
   // Score provider: [b, G] float32 CPU contiguous, larger = closer.
   std::function<torch::Tensor(int64_t, int64_t)> scores_for;
-  torch::Tensor qf = query_feats, gf = gallery_feats;
+  torch::Tensor qf = query_feats, gf = gallery_feats, gt;
   std::unique_ptr<detail::ReRanker> reranker;
   if (options.re_ranking) {
     reranker = std::make_unique<detail::ReRanker>(qf, gf, ReRankingParams{});
@@ -301,7 +301,7 @@ MetricValues evaluate_retrieval(const MetricSet& metrics, const torch::Tensor& q
     if (qf.device().is_cpu() && qf.scalar_type() != torch::kFloat && qf.scalar_type() != torch::kDouble)
       qf = qf.to(torch::kFloat);
     if (gf.device() != qf.device() || gf.scalar_type() != qf.scalar_type()) gf = gf.to(qf.device(), qf.scalar_type());
-    const torch::Tensor gt = gf.t();
+    gt = gf.t();
     scores_for = [&](int64_t b, int64_t e) {
       return torch::mm(qf.slice(0, b, e), gt).to(torch::kCPU, torch::kFloat).contiguous();
     };

@@ -98,7 +98,8 @@ torch::Tensor circle_margin_logits(const torch::Tensor& cos, const torch::Tensor
 
 ArcMarginOptions ArcMarginOptions::from_config(const ConfigNode& node) {
   node.check_keys({"name", "embedding_size", "class_num", "margin", "scale", "easy_margin"});
-  ArcMarginOptions o(positive_int(node, "embedding_size"), positive_int(node, "class_num"));
+  const int64_t embedding_size = positive_int(node, "embedding_size");
+  ArcMarginOptions o(embedding_size, positive_int(node, "class_num"));
   o.margin(node.get<double>("margin", 0.5));
   o.scale(node.get<double>("scale", 80.0));
   o.easy_margin(node.get<bool>("easy_margin", false));
@@ -121,7 +122,8 @@ torch::Tensor ArcMarginImpl::forward(torch::Tensor features, torch::Tensor label
 
 CosMarginOptions CosMarginOptions::from_config(const ConfigNode& node) {
   node.check_keys({"name", "embedding_size", "class_num", "margin", "scale"});
-  CosMarginOptions o(positive_int(node, "embedding_size"), positive_int(node, "class_num"));
+  const int64_t embedding_size = positive_int(node, "embedding_size");
+  CosMarginOptions o(embedding_size, positive_int(node, "class_num"));
   o.margin(node.get<double>("margin", 0.35));
   o.scale(node.get<double>("scale", 64.0));
   return o;
@@ -143,8 +145,12 @@ torch::Tensor CosMarginImpl::forward(torch::Tensor features, torch::Tensor label
 
 CircleMarginOptions CircleMarginOptions::from_config(const ConfigNode& node) {
   node.check_keys({"name", "embedding_size", "class_num", "margin", "scale"});
-  return CircleMarginOptions(positive_int(node, "embedding_size"), positive_int(node, "class_num"),
-                             node.require<double>("margin"), node.require<double>("scale"));
+  // Read in key order (function-argument evaluation order is unspecified).
+  const int64_t embedding_size = positive_int(node, "embedding_size");
+  const int64_t class_num = positive_int(node, "class_num");
+  const double margin = node.require<double>("margin");
+  const double scale = node.require<double>("scale");
+  return CircleMarginOptions(embedding_size, class_num, margin, scale);
 }
 
 CircleMarginImpl::CircleMarginImpl(CircleMarginOptions opts) : options(std::move(opts)) {

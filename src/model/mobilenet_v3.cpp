@@ -18,8 +18,8 @@ int64_t make_divisible(double v, int64_t divisor = 8) {
 }
 
 // torchvision Conv2dNormActivation: Sequential(conv, bn[, act]); BN eps 1e-3, momentum 0.01.
-nn::Sequential conv_bn_act(int64_t in, int64_t out, int64_t k, int64_t stride, int64_t groups, const char* act) {
-  nn::Sequential s;
+nn::ModuleList conv_bn_act(int64_t in, int64_t out, int64_t k, int64_t stride, int64_t groups, const char* act) {
+  nn::ModuleList s;
   s->push_back(nn::Conv2d(nn::Conv2dOptions(in, out, k).stride(stride).padding((k - 1) / 2).groups(groups).bias(false)));
   s->push_back(nn::BatchNorm2d(nn::BatchNorm2dOptions(out).eps(1e-3).momentum(0.01)));
   if (std::string(act) == "HS") s->push_back(Hardswish());
@@ -74,7 +74,7 @@ torch::Tensor SqueezeExcitationImpl::run(const torch::Tensor& x, StopCursor& c, 
 InvertedResidualImpl::InvertedResidualImpl(int64_t in, int64_t kernel, int64_t expanded, int64_t out, bool se,
                                            bool hardswish, int64_t stride) {
   const char* act = hardswish ? "HS" : "RE";
-  nn::Sequential b;
+  nn::ModuleList b;
   if (expanded != in) b->push_back(conv_bn_act(in, expanded, 1, 1, 1, act));
   b->push_back(conv_bn_act(expanded, expanded, kernel, stride, expanded, act));
   if (se) b->push_back(std::make_shared<SqueezeExcitationImpl>(expanded, make_divisible(expanded / 4)));
@@ -92,7 +92,7 @@ torch::Tensor InvertedResidualImpl::run(const torch::Tensor& x, StopCursor& c, c
 
 MobileNetV3Impl::MobileNetV3Impl(MobileNetV3Options o) : options_(std::move(o)) {
   const auto& confs = block_confs(options_.large());
-  nn::Sequential features;
+  nn::ModuleList features;
   features->push_back(conv_bn_act(3, 16, 3, 2, 1, "HS"));
   for (const auto& b : confs)
     features->push_back(std::make_shared<InvertedResidualImpl>(b.in, b.kernel, b.expanded, b.out, b.se,
@@ -104,7 +104,7 @@ MobileNetV3Impl::MobileNetV3Impl(MobileNetV3Options o) : options_(std::move(o)) 
   register_module("avgpool", nn::AdaptiveAvgPool2d(nn::AdaptiveAvgPool2dOptions(1)));
   register_module("flatten", nn::Flatten());
   const int64_t hidden = options_.class_expand() > 0 ? options_.class_expand() : (options_.large() ? 1280 : 1024);
-  nn::Sequential classifier;
+  nn::ModuleList classifier;
   classifier->push_back(nn::Linear(last_out, hidden));
   classifier->push_back(Hardswish());
   classifier->push_back(nn::Dropout(nn::DropoutOptions(options_.dropout_prob())));

@@ -54,7 +54,8 @@ ParamInit paddle_constant(double value) {
 VehicleNeckOptions VehicleNeckOptions::from_config(const ConfigNode& node) {
   node.check_keys({"name", "in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups",
                    "padding_mode", "weight_attr", "bias_attr", "data_format"});
-  VehicleNeckOptions o(positive_int(node, "in_channels"), positive_int(node, "out_channels"));
+  const int64_t in_channels = positive_int(node, "in_channels");
+  VehicleNeckOptions o(in_channels, positive_int(node, "out_channels"));
   o.kernel_size(pair_arg(node, "kernel_size", 1, 1));
   o.stride(pair_arg(node, "stride", 1, 1));
   o.padding(pair_arg(node, "padding", 0, 0));
@@ -157,7 +158,8 @@ torch::Tensor BNNeckImpl::forward(torch::Tensor x) {
 
 FCOptions FCOptions::from_config(const ConfigNode& node) {
   node.check_keys({"name", "embedding_size", "class_num", "weight_attr", "bias_attr"});
-  FCOptions o(positive_int(node, "embedding_size"), positive_int(node, "class_num"));
+  const int64_t embedding_size = positive_int(node, "embedding_size");
+  FCOptions o(embedding_size, positive_int(node, "class_num"));
   o.weight_attr(ParamAttr::from_config(node["weight_attr"]));
   o.bias_attr(ParamAttr::from_config(node["bias_attr"]));
   if (!o.weight_attr().enabled) node["weight_attr"].fail("the FC weight cannot be disabled (False)");
@@ -188,7 +190,8 @@ torch::Tensor FCNeckImpl::forward(torch::Tensor x) {
 
 FRFNNeckOptions FRFNNeckOptions::from_config(const ConfigNode& node) {
   node.check_keys({"name", "num_features", "low_dim"});
-  return FRFNNeckOptions(positive_int(node, "num_features"), positive_int(node, "low_dim"));
+  const int64_t num_features = positive_int(node, "num_features");
+  return FRFNNeckOptions(num_features, positive_int(node, "low_dim"));
 }
 
 FRFNNeckImpl::FRFNNeckImpl(FRFNNeckOptions opts) : options(std::move(opts)) {

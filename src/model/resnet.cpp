@@ -21,7 +21,7 @@ torch::Tensor step(StopCursor& c, const std::string& path, const char* name, Hol
   return c.step(join_path(path, name), x, [&](const torch::Tensor& t) { return m->forward(t); });
 }
 
-torch::Tensor shortcut(StopCursor& c, const std::string& path, nn::Sequential& ds, const torch::Tensor& x) {
+torch::Tensor shortcut(StopCursor& c, const std::string& path, nn::ModuleList& ds, const torch::Tensor& x) {
   if (!ds) return x;
   const std::string p = join_path(path, "downsample");
   return c.step(p, x, [&](const torch::Tensor& t) { return run_module(*ds, t, c, p); });
@@ -29,7 +29,7 @@ torch::Tensor shortcut(StopCursor& c, const std::string& path, nn::Sequential& d
 
 }  // namespace
 
-BasicBlockImpl::BasicBlockImpl(int64_t in, int64_t planes, int64_t stride, nn::Sequential ds) {
+BasicBlockImpl::BasicBlockImpl(int64_t in, int64_t planes, int64_t stride, nn::ModuleList ds) {
   conv1 = register_module("conv1", conv(in, planes, 3, stride));
   bn1 = register_module("bn1", nn::BatchNorm2d(planes));
   register_module("relu", nn::ReLU());  // torchvision's shared ReLU (called twice; forward uses torch::relu)
@@ -51,7 +51,7 @@ torch::Tensor BasicBlockImpl::run(const torch::Tensor& x, StopCursor& c, const s
   return torch::relu(out + sc);
 }
 
-BottleneckImpl::BottleneckImpl(int64_t in, int64_t planes, int64_t stride, nn::Sequential ds) {
+BottleneckImpl::BottleneckImpl(int64_t in, int64_t planes, int64_t stride, nn::ModuleList ds) {
   conv1 = register_module("conv1", conv(in, planes, 1, 1));
   bn1 = register_module("bn1", nn::BatchNorm2d(planes));
   conv2 = register_module("conv2", conv(planes, planes, 3, stride));
@@ -83,7 +83,7 @@ ResNetImpl::ResNetImpl(ResNetOptions o) : options_(std::move(o)) {
   const auto& o_ = options_;
   if (o_.layers().size() != 4) throw Error("ResNet needs 4 stages");
   if (o_.deep_stem()) {
-    nn::Sequential stem;
+    nn::ModuleList stem;
     const int64_t widths[3][2] = {{o_.in_channels(), 32}, {32, 32}, {32, 64}};
     for (int i = 0; i < 3; ++i) {
       stem->push_back(conv(widths[i][0], widths[i][1], 3, i == 0 ? 2 : 1));
@@ -103,13 +103,13 @@ ResNetImpl::ResNetImpl(ResNetOptions o) : options_(std::move(o)) {
   for (int s = 0; s < 4; ++s) {
     const int64_t planes = 64 << s;
     const int64_t stride = s == 0 ? 1 : (s == 3 ? o_.last_stride() : 2);
-    nn::Sequential layer;
+    nn::ModuleList layer;
     const std::string layer_name = "layer" + std::to_string(s + 1);
     for (int64_t b = 0; b < o_.layers()[s]; ++b) {
       const int64_t st = b == 0 ? stride : 1;
-      nn::Sequential ds{nullptr};
+      nn::ModuleList ds{nullptr};
       if (b == 0 && (st != 1 || in != planes * expansion)) {
-        ds = nn::Sequential();
+        ds = nn::ModuleList();
         if (o_.avg_down() && st > 1) {
           ds->push_back(nn::AvgPool2d(nn::AvgPool2dOptions(st).stride(st).ceil_mode(true).count_include_pad(false)));
           ds->push_back(conv(in, planes * expansion, 1, 1));

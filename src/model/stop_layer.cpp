@@ -39,8 +39,9 @@ torch::Tensor StopCursor::step_always(const std::string& path, const torch::Tens
 
 torch::Tensor run_module(nn::Module& m, const torch::Tensor& x, StopCursor& c, const std::string& path) {
   if (auto* s = dynamic_cast<StagedModule*>(&m)) return s->run(x, c, path);
-  if (dynamic_cast<nn::SequentialImpl*>(&m)) {
-    // named_children() sees modules replaced by replace_module(); Sequential::forward would not.
+  if (dynamic_cast<nn::ModuleListImpl*>(&m) || dynamic_cast<nn::SequentialImpl*>(&m)) {
+    // Containers run their children in order. named_children() sees modules replaced by replace_module();
+    // Sequential::forward would not.
     torch::Tensor y = x;
     for (const auto& item : m.named_children()) {
       const std::string p = join_path(path, item.key());
@@ -85,6 +86,9 @@ std::string short_type(const nn::Module& m) {
   std::string n = m.name();
   if (auto p = n.rfind("::"); p != std::string::npos) n = n.substr(p + 2);
   if (n.size() > 4 && n.compare(n.size() - 4, 4, "Impl") == 0) n.resize(n.size() - 4);
+  // Our ModuleLists play torch.nn.Sequential's role (run in order; LibTorch's Sequential cannot nest
+  // modules with a non-Tensor forward), so they are shown and numbered as Sequential.
+  if (n == "ModuleList") n = "Sequential";
   return n;
 }
 

@@ -348,7 +348,7 @@ namespace {
 
 std::unique_ptr<OptimizerSet::Entry> make_entry(const std::string& name, const ConfigNode& params,
                                                 const std::string& scope, const ConfigNode& scope_where,
-                                                bool list_form, const ParameterScopes& scopes,
+                                                bool allow_scope, const ParameterScopes& scopes,
                                                 int64_t iters_per_epoch, int64_t epochs) {
   auto e = std::make_unique<OptimizerSet::Entry>();
   e->name = name;
@@ -356,7 +356,7 @@ std::unique_ptr<OptimizerSet::Entry> make_entry(const std::string& name, const C
   e->kind = kind_of(name);
 
   std::vector<std::string> allowed = {"name", "lr", "regularizer", "clip_norm", "weight_decay", "multi_precision"};
-  if (list_form) allowed.push_back("scope");
+  if (allow_scope) allowed.push_back("scope");
   const bool has_no_decay_keys = e->kind == OptKind::kMomentum || e->kind == OptKind::kAdamW ||
                                  e->kind == OptKind::kRMSProp;
   if (has_no_decay_keys) {
@@ -525,6 +525,23 @@ std::unique_ptr<OptimizerSet::Entry> make_entry(const std::string& name, const C
   return e;
 }
 
+// Saved states come back on the device the archive was read onto; the update needs them beside the parameters.
+void move_state_to(torch::optim::Optimizer& opt, const torch::Device& device) {
+  auto move = [&](const torch::Tensor& t) { return t.defined() ? t.to(device) : t; };
+  for (auto& kv : opt.state()) {
+    auto* state = kv.second.get();
+    if (auto* sgd = dynamic_cast<torch::optim::SGDParamState*>(state)) {
+      sgd->momentum_buffer(move(sgd->momentum_buffer()));
+    } else if (auto* adam = dynamic_cast<torch::optim::AdamParamState*>(state)) {
+      adam->exp_avg(move(adam->exp_avg())).exp_avg_sq(move(adam->exp_avg_sq()));
+      adam->max_exp_avg_sq(move(adam->max_exp_avg_sq()));
+    } else if (auto* adamw = dynamic_cast<torch::optim::AdamWParamState*>(state)) {
+      adamw->exp_avg(move(adamw->exp_avg())).exp_avg_sq(move(adamw->exp_avg_sq()));
+      adamw->max_exp_avg_sq(move(adamw->max_exp_avg_sq()));
+    }
+  }
+}
+
 }  // namespace
 
 void OptimizerSet::Entry::step(double lr) {
@@ -585,7 +602,10 @@ std::unique_ptr<OptimizerSet> OptimizerSet::create(const ConfigNode& node, const
   if (node.is_map()) {
     const std::string name = node.require<std::string>("name");
     check_name(name, node["name"]);
-    set->entries_.push_back(make_entry(name, node, "all", node, false, scopes, iters_per_epoch, epochs));
+    // PaddleClas turns the map into [{name: {scope: all, **map}}], so a `scope` key in the map still applies.
+    const std::string scope = node.get<std::string>("scope", "all");
+    set->entries_.push_back(make_entry(name, node, scope, node.has("scope") ? node["scope"] : node, true, scopes,
+                                       iters_per_epoch, epochs));
   } else if (node.is_seq()) {
     if (node.size() == 0) node.fail("the optimizer list is empty");
     for (size_t i = 0; i < node.size(); ++i) {
@@ -719,6 +739,7 @@ void OptimizerSet::load(torch::serialize::InputArchive& archive) {
                     std::to_string(t[j].item<int64_t>()));
     if (e.torch_opt) {
       e.torch_opt->load(sub);
+      move_state_to(*e.torch_opt, e.params.empty() ? torch::Device(torch::kCPU) : e.params.front().device());
       // The saved group options (betas, weight decay, ...) give way to the config's; lr is set every step.
       auto& groups = e.torch_opt->param_groups();
       FL_ASSERT(groups.size() == e.group_options.size(), "param group count changed");

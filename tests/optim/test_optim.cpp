@@ -428,6 +428,19 @@ TEST(OptimizerScopes, EachOptimizerUpdatesOnlyItsScope) {
   expect_values(x, {-1.0});
   expect_values(y, {-2.0});
   EXPECT_NE(all->describe()[0].find("params=2"), std::string::npos) << all->describe()[0];
+
+  // The single-map form honours a `scope` key too (PaddleClas merges it over scope: all).
+  auto h = param({0.0}), k = param({0.0});
+  auto head_only = optimizers(R"(Optimizer:
+  name: SGD
+  scope: head
+  lr: {learning_rate: 1.0}
+)", {{"RecModel", {{"backbone.conv.w", k}, {"head.fc.w", h}}}});
+  set_grad(h, {1.0});
+  set_grad(k, {1.0});
+  head_only->step();
+  expect_values(h, {-1.0});
+  expect_values(k, {0.0});
 }
 
 TEST(OptimizerScopes, Errors) {
@@ -480,10 +493,10 @@ const char* kThreeOptimizers = R"(Optimizer:
 struct TrainingRun {
   torch::Tensor a, b, c;
   std::unique_ptr<OptimizerSet> opt;
-  explicit TrainingRun(const std::vector<torch::Tensor>& init) {
-    a = init[0].clone().requires_grad_();
-    b = init[1].clone().requires_grad_();
-    c = init[2].clone().requires_grad_();
+  explicit TrainingRun(const std::vector<torch::Tensor>& init, torch::Device device = torch::kCPU) {
+    a = init[0].to(device).clone().requires_grad_();
+    b = init[1].to(device).clone().requires_grad_();
+    c = init[2].to(device).clone().requires_grad_();
     opt = optimizers(kThreeOptimizers,
                      {{"RecModel", {{"backbone.w", a}, {"head.w", b}}}, {"CenterLoss", {{"centers", c}}}},
                      /*ipe=*/3, /*epochs=*/4);
@@ -528,6 +541,38 @@ TEST(OptimizerCheckpoint, SaveLoadContinuesIdentically) {
   fresh.opt->set_iteration(4);
   for (int i = 0; i < 5; ++i) fresh.step();
   EXPECT_FALSE(torch::equal(want[0], fresh.values()[0]));
+}
+
+TEST(OptimizerCheckpoint, CudaMatchesCpuAndResumes) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  const std::vector<torch::Tensor> init = {torch::tensor({1.0, -2.0}, torch::kDouble),
+                                           torch::tensor({0.5, 0.25, -1.0}, torch::kDouble),
+                                           torch::tensor({3.0}, torch::kDouble)};
+  TrainingRun cpu(init), gpu(init, torch::kCUDA);
+  for (int i = 0; i < 4; ++i) {
+    cpu.step();
+    gpu.step();
+  }
+  torch::serialize::OutputArchive out;
+  gpu.opt->save(out);
+  std::stringstream buffer;
+  out.save_to(buffer);
+  const auto at_save = gpu.values();
+  for (int i = 0; i < 5; ++i) {
+    cpu.step();
+    gpu.step();
+  }
+  TrainingRun resumed(at_save, torch::kCUDA);
+  torch::serialize::InputArchive in;
+  in.load_from(buffer);  // onto the CPU: load() moves the states beside the parameters
+  resumed.opt->load(in);
+  for (int i = 0; i < 5; ++i) resumed.step();
+  const auto want = cpu.values(), got = gpu.values(), again = resumed.values();
+  for (size_t i = 0; i < want.size(); ++i) {
+    EXPECT_TRUE(got[i].is_cuda());
+    EXPECT_TRUE(torch::allclose(want[i], got[i].cpu(), 1e-10, 1e-12)) << "param " << i;
+    EXPECT_TRUE(torch::equal(got[i], again[i])) << "param " << i;
+  }
 }
 
 TEST(OptimizerCheckpoint, LoadRejectsDifferentOptimizers) {

@@ -8,7 +8,7 @@
 #pragma once
 #include <torch/arg.h>
 #include <torch/nn/module.h>
-#include <torch/nn/modules/container/sequential.h>
+#include <torch/nn/modules/container/modulelist.h>
 #include <torch/nn/modules/conv.h>
 #include <torch/nn/pimpl.h>
 
@@ -58,7 +58,7 @@ class InvertedResidualImpl : public StagedModule {
   torch::Tensor run(const torch::Tensor& x, StopCursor& c, const std::string& path) override;
 
  private:
-  torch::nn::Sequential block{nullptr};
+  torch::nn::ModuleList block{nullptr};
   bool use_residual_ = false;
 };
 

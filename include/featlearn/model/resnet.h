@@ -12,7 +12,7 @@
 #include <torch/arg.h>
 #include <torch/nn/module.h>
 #include <torch/nn/modules/batchnorm.h>
-#include <torch/nn/modules/container/sequential.h>
+#include <torch/nn/modules/container/modulelist.h>
 #include <torch/nn/modules/conv.h>
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/modules/pooling.h>
@@ -39,27 +39,27 @@ struct ResNetOptions {
 // torchvision BasicBlock: conv1 bn1 relu conv2 bn2 (+downsample), relu(out + shortcut).
 class BasicBlockImpl : public StagedModule {
  public:
-  BasicBlockImpl(int64_t in, int64_t planes, int64_t stride, torch::nn::Sequential downsample);
+  BasicBlockImpl(int64_t in, int64_t planes, int64_t stride, torch::nn::ModuleList downsample);
   torch::Tensor run(const torch::Tensor& x, StopCursor& c, const std::string& path) override;
   static constexpr int64_t kExpansion = 1;
 
  private:
   torch::nn::Conv2d conv1{nullptr}, conv2{nullptr};
   torch::nn::BatchNorm2d bn1{nullptr}, bn2{nullptr};
-  torch::nn::Sequential downsample{nullptr};
+  torch::nn::ModuleList downsample{nullptr};
 };
 
 // torchvision Bottleneck (v1.5, stride on the 3x3 conv): conv1 bn1 conv2 bn2 conv3 bn3 relu (+downsample).
 class BottleneckImpl : public StagedModule {
  public:
-  BottleneckImpl(int64_t in, int64_t planes, int64_t stride, torch::nn::Sequential downsample);
+  BottleneckImpl(int64_t in, int64_t planes, int64_t stride, torch::nn::ModuleList downsample);
   torch::Tensor run(const torch::Tensor& x, StopCursor& c, const std::string& path) override;
   static constexpr int64_t kExpansion = 4;
 
  private:
   torch::nn::Conv2d conv1{nullptr}, conv2{nullptr}, conv3{nullptr};
   torch::nn::BatchNorm2d bn1{nullptr}, bn2{nullptr}, bn3{nullptr};
-  torch::nn::Sequential downsample{nullptr};
+  torch::nn::ModuleList downsample{nullptr};
 };
 
 class ResNetImpl : public StoppableBackboneImpl {

@@ -70,7 +70,8 @@ class StagedModule : public torch::nn::Module {
   }
 };
 
-// Runs any child module through the cursor: StagedModule -> run(); Sequential -> each child in order; known
+// Runs any child module through the cursor: StagedModule -> run(); ModuleList/Sequential -> each child in
+// order; known
 // parameter-free/leaf LibTorch modules -> forward(). Throws for a module type it cannot call.
 torch::Tensor run_module(torch::nn::Module& m, const torch::Tensor& x, StopCursor& cursor, const std::string& path);
 

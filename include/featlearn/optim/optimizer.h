@@ -32,7 +32,7 @@
 //            one_dim_param_no_weight_decay (false): matching parameters get no regularizer / weight decay.
 //   SGD, Adam (list form): name — a label, accepted and unused.
 //
-// Scopes (list form, key `scope`): "all"; the name of a scope passed to create() ("RecModel" = the model, a
+// Scopes (key `scope`; default "all" for the single-map form, required in the list form): "all"; the name of a scope passed to create() ("RecModel" = the model, a
 // loss name such as "CenterLoss" = that loss's parameters); otherwise a sub-layer of RecModel: the scope is
 // matched (regex full match, as PaddleClas) against every dotted prefix of the RecModel parameter names, so
 // `backbone` selects backbone.*. A parameter may be optimized by only one optimizer.
@@ -144,7 +144,8 @@ class OptimizerSet {
 
   // Writes optimizer states and the iteration (keys "optim_format_version", "iteration", "optimizer_<i>");
   // give it a dedicated (sub-)archive. load() restores them; the config must describe the same optimizers over
-  // the same parameters (checked: count, names, parameter counts). Load the archive onto the training device.
+  // the same parameters (checked: count, names, parameter sizes). Loaded states are moved to the parameters'
+  // device (all parameters of one optimizer are expected on one device).
   void save(torch::serialize::OutputArchive& archive) const;
   void load(torch::serialize::InputArchive& archive);
 
