@@ -27,7 +27,7 @@ ListDataset::ListDataset(std::vector<Item> items, bool has_camids)
 
 std::string ListDataset::source(size_t i) const {
   const auto& it = items_[i];
-  return it.source.empty() ? it.path : it.source + " (" + it.path + ")";
+  return it.source.empty() ? it.path : it.source;
 }
 
 std::string join_path(const std::string& root, const std::string& rel) {

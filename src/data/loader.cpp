@@ -93,17 +93,17 @@ struct DataLoader::Impl {
         bad_msgs.push_back(fmt::format("{} ({})", e.what(), dataset->source(i)));
         continue;
       } catch (const std::exception& e) {
-        throw Error(fmt::format("{}: {}", dataset->source(i), e.what()));
+        throw Error(fmt::format("{} (image '{}'): {}", dataset->source(i), dataset->path(i), e.what()));
       }
       if (!dst) {
         C = img.channels(), H = img.rows, W = img.cols;
         b.images = torch::empty({B, C, H, W}, torch::kFloat32);
         dst = b.images.data_ptr<float>();
-        first_src = dataset->source(i);
+        first_src = dataset->source(i) + " ('" + dataset->path(i) + "')";
       } else if (img.channels() != C || img.rows != H || img.cols != W) {
         throw Error(fmt::format("images of one batch differ in size: {} gives {}x{}x{} (CxHxW) but {} gives "
                                 "{}x{}x{}; add ResizeImage or CropImage to transform_ops",
-                                dataset->source(i), img.channels(), img.rows, img.cols, first_src, C, H, W));
+                                dataset->source(i) + " ('" + dataset->path(i) + "')", img.channels(), img.rows, img.cols, first_src, C, H, W));
       }
       hwc_to_chw_float(img, dst + static_cast<size_t>(j) * C * H * W);
       ok[static_cast<size_t>(j)] = 1;

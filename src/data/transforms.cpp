@@ -76,7 +76,7 @@ int read_interp(const ConfigNode& p, const std::string& key, int def) {
   if (l == "lanczos") return cv::INTER_LANCZOS4;
   if (l == "random") return -1;
   n.fail("unknown interpolation '" + s + "'" +
-         did_you_mean(l, {"nearest", "bilinear", "area", "bicubic", "lanczos", "random"}) +
+         did_you_mean(l, {"nearest", "bilinear", "linear", "area", "box", "bicubic", "cubic", "lanczos", "random"}) +
          " (valid: nearest, bilinear, area, bicubic, lanczos, random)");
 }
 

@@ -248,13 +248,24 @@ TEST(TripletAngularMarginLoss, MatchesHandComputedWithAbsoluteTerms) {
   const torch::Tensor f = random_features(6, 4, 7);
   const std::vector<int64_t> y = {0, 0, 1, 1, 2, 2};
   const Mat x = normalized(to_mat(f));
+  // an_value between the smallest and largest hardest-negative similarity, so both of PaddleClas's branches
+  // (s_an − an_value, and the constant 1) occur.
+  double an_lo = 10, an_hi = -10;
+  for (size_t i = 0; i < y.size(); ++i) {
+    double an = -10;
+    for (size_t j = 0; j < y.size(); ++j)
+      if (y[j] != y[i]) an = std::max(an, dot(x[i], x[j]));
+    an_lo = std::min(an_lo, an);
+    an_hi = std::max(an_hi, an);
+  }
+  const double an_value = (an_lo + an_hi) / 2;
   for (bool add_absolute : {false, true}) {
     const auto opts = TripletAngularMarginLossOptions()
                           .margin(0.4)
                           .add_absolute(add_absolute)
                           .absolute_loss_weight(0.7)
                           .ap_value(0.8)
-                          .an_value(0.1);
+                          .an_value(an_value);
     double rank = 0, abs_ap = 0, abs_an = 0;
     int an_constant = 0;
     for (size_t i = 0; i < y.size(); ++i) {
@@ -266,8 +277,8 @@ TEST(TripletAngularMarginLoss, MatchesHandComputedWithAbsoluteTerms) {
       }
       rank += relu(an - ap + 0.4);
       abs_ap += relu(0.8 - ap);
-      abs_an += an - 0.1 > 0 ? an - 0.1 : 1.0;
-      an_constant += an - 0.1 > 0 ? 0 : 1;
+      abs_an += an - an_value > 0 ? an - an_value : 1.0;
+      an_constant += an - an_value > 0 ? 0 : 1;
     }
     const double n = y.size();
     double expected = rank / n;
@@ -336,14 +347,14 @@ TEST(ContrastiveLossXbm, MemoryQueueWrapsAndAddsTheCrossBatchTerm) {
   EXPECT_EQ(loss->xbm->get().first.size(0), 0);
   // Iteration 2: memory = b (enqueued first).
   EXPECT_NEAR(loss->forward(features_output(b), labels_of(yb)).item<double>(),
-              (1 + w) * contrastive_reference(nb, yb, nb, yb, margin, 1e-5), 1e-10);
+              (1 + w) * contrastive_reference(nb, yb, nb, yb, margin, 1e-5), 1e-6);  // memory is float32
   // Iteration 3: 4 + 4 > 6, so c goes to the last 4 slots: memory = [b0, b1, c0, c1, c2, c3].
   Mat mem = {nb[0], nb[1], nc[0], nc[1], nc[2], nc[3]};
   std::vector<int64_t> ymem = {yb[0], yb[1], yc[0], yc[1], yc[2], yc[3]};
   EXPECT_NEAR(loss->forward(features_output(c), labels_of(yc)).item<double>(),
               contrastive_reference(nc, yc, nc, yc, margin, 1e-5) +
                   w * contrastive_reference(nc, yc, mem, ymem, margin, 1e-5),
-              1e-6);  // memory is float32
+              1e-6);
   EXPECT_EQ(loss->xbm->get().first.size(0), 6);
   // Eval mode: no memory term, memory untouched.
   loss->eval();
@@ -508,14 +519,32 @@ Loss:
     - NpairsLoss: {weight: 1.0, reg_lambda: 0.01}
     - CELoss: {weight: 0.5}
 )");
+  torch::manual_seed(0);
   CombinedLoss loss(cfg["Loss"]["Train"]);
   EXPECT_EQ(loss->names().size(), 14u);
   EXPECT_EQ(loss->names().back(), "CELoss_2");
   ModelOutput out = features_output(torch::randn({6, 4}));
   out.logits = torch::randn({6, 3});
-  const auto r = loss->forward(out, labels_of({0, 0, 1, 1, 2, 2}));
+  const torch::Tensor y = labels_of({0, 0, 1, 1, 2, 2});
+  const auto r = loss->forward(out, y);
   EXPECT_TRUE(std::isfinite(r.total.item<double>()));
   EXPECT_EQ(r.terms.size(), 14u);
+
+  // On CUDA (when present) the same losses give the same values, with labels left on the CPU.
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device: CPU part checked only";
+  torch::manual_seed(0);
+  CombinedLoss gpu(cfg["Loss"]["Train"]);  // same initial centers
+  gpu->to(torch::kCUDA);
+  ModelOutput gout = features_output(out.features.to(torch::kCUDA));
+  gout.logits = out.logits.to(torch::kCUDA);
+  const auto g = gpu->forward(gout, y);
+  ASSERT_EQ(g.terms.size(), r.terms.size());
+  for (size_t i = 0; i < r.terms.size(); ++i)
+    EXPECT_NEAR(g.terms[i].second.item<double>(), r.terms[i].second.item<double>(),
+                1e-4 * std::max(1.0, std::abs(r.terms[i].second.item<double>())))
+        << r.terms[i].first;
+  g.total.backward();
+  EXPECT_TRUE(gpu->parameters_of("CenterLoss").at(0).grad().defined());
 }
 
 TEST(CombinedLoss, ConfigErrorsNameTheKey) {
