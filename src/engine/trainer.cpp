@@ -181,6 +181,7 @@ MetricValues Trainer::train(int64_t stop_after_epoch) {
   const int64_t last_epoch = stop_after_epoch > 0 ? std::min(stop_after_epoch, g.epochs) : g.epochs;
   for (int64_t epoch = s.start_epoch; epoch <= last_epoch; ++epoch) {
     s.model->train();
+    s.train_loss->train();  // XBM memories advance only in training mode
     s.train_loader->start_epoch(epoch - 1);
     auto epoch_start = Clock::now();
     auto tick = Clock::now();

@@ -282,10 +282,11 @@ void check_pk_options(const std::string& name, int64_t n, int64_t k) {
 }
 // Positional group masks of a P×K batch: (same group, not self), (other group).
 std::pair<torch::Tensor, torch::Tensor> group_masks(int64_t n, int64_t k, const torch::Device& device) {
-  const torch::Tensor grp =
-      torch::div(torch::arange(n, torch::TensorOptions().dtype(torch::kLong).device(device)), k, "floor");
+  const torch::Tensor idx = torch::arange(n, torch::TensorOptions().dtype(torch::kLong).device(device));
+  const torch::Tensor grp = torch::div(idx, k, "floor");
   const torch::Tensor same = grp.unsqueeze(1) == grp.unsqueeze(0);
-  return {same & ~torch::eye(n, torch::TensorOptions().dtype(torch::kBool).device(device)), ~same};
+  const torch::Tensor self = idx.unsqueeze(1) == idx.unsqueeze(0);
+  return {same & ~self, ~same};
 }
 }  // namespace
 

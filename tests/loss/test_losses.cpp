@@ -500,8 +500,8 @@ Loss:
             std::string::npos);
 }
 
-TEST(CombinedLoss, EveryPaddleClasLossParsesFromConfig) {
-  auto cfg = yaml(R"(
+namespace {
+const char* const kAllLosses = R"(
 Loss:
   Train:
     - CELoss: {weight: 1.0, epsilon: null}
@@ -518,7 +518,11 @@ Loss:
     - EmlLoss: {weight: 1.0, batch_size: 6, samples_each_class: 2}
     - NpairsLoss: {weight: 1.0, reg_lambda: 0.01}
     - CELoss: {weight: 0.5}
-)");
+)";
+}  // namespace
+
+TEST(CombinedLoss, EveryPaddleClasLossParsesFromConfig) {
+  auto cfg = yaml(kAllLosses);
   torch::manual_seed(0);
   CombinedLoss loss(cfg["Loss"]["Train"]);
   EXPECT_EQ(loss->names().size(), 14u);
@@ -529,9 +533,18 @@ Loss:
   const auto r = loss->forward(out, y);
   EXPECT_TRUE(std::isfinite(r.total.item<double>()));
   EXPECT_EQ(r.terms.size(), 14u);
+}
 
-  // On CUDA (when present) the same losses give the same values, with labels left on the CPU.
-  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device: CPU part checked only";
+// On CUDA the same losses give the CPU values (labels left on the CPU; XBM memory follows the features).
+TEST(CombinedLoss, CudaMatchesCpu) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  auto cfg = yaml(kAllLosses);
+  torch::manual_seed(0);
+  CombinedLoss loss(cfg["Loss"]["Train"]);
+  ModelOutput out = features_output(torch::randn({6, 4}));
+  out.logits = torch::randn({6, 3});
+  const torch::Tensor y = labels_of({0, 0, 1, 1, 2, 2});
+  const auto r = loss->forward(out, y);
   torch::manual_seed(0);
   CombinedLoss gpu(cfg["Loss"]["Train"]);  // same initial centers
   gpu->to(torch::kCUDA);

@@ -211,7 +211,50 @@ TEST(Backbones, ConfigErrors) {
 
 TEST(Backbones, PretrainedChecksNamesAndShapes) {
   const std::string r18 = fixture("resnet18_weights.pth");
-  // Wrong architecture: names differ.
+  // Wrong architecture: ResNet50 parameters missing from a ResNet18 file.
   std::string msg = error_of([&] { build("{name: ResNet50, pretrained: " + r18 + "}"); });
-  EXPECT NE_PLACEHOLDER
+  EXPECT_NE(msg.find("Arch.Backbone.pretrained"), std::string::npos) << msg;
+  EXPECT_TRUE(msg.find("missing layer1.0.conv3.weight") != std::string::npos ||
+              msg.find("has shape") != std::string::npos)
+      << msg;
+  // class_num differs from the file's fc.
+  msg = error_of([&] { build("{name: ResNet18, class_num: 10, pretrained: " + r18 + "}"); });
+  EXPECT_NE(msg.find("'fc.weight' has shape [1000,512] in the file but [10,512]"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("class_num"), std::string::npos) << msg;
+  // ... unless the stop layer removed fc: its keys are ignored.
+  auto bb = build("{name: ResNet18, class_num: 10, pretrained: " + r18 + "}", "flatten");
+  const auto sd = load_map(r18);
+  EXPECT_TRUE(torch::equal(bb->named_parameters()["layer4.1.conv2.weight"], sd.at("layer4.1.conv2.weight")));
+  EXPECT_TRUE(torch::equal(bb->named_buffers()["layer4.1.bn2.running_var"], sd.at("layer4.1.bn2.running_var")));
+  EXPECT_EQ(bb->named_buffers()["bn1.num_batches_tracked"].item<int64_t>(), 7);
 }
+
+// Parity with torchvision on the same weights and input (eval mode), full model and truncated outputs.
+class Parity : public ::testing::TestWithParam<std::pair<std::string, std::string>> {};
+
+TEST_P(Parity, MatchesTorchvision) {
+  const auto& [ours, theirs] = GetParam();
+  const std::string weights = fixture(theirs + "_weights.pth");
+  const auto io = load_map(fixture(theirs + "_io.pth"));
+  const bool resnet = ours.rfind("ResNet", 0) == 0;
+  torch::NoGradGuard ng;
+  auto max_diff = [](const torch::Tensor& a, const torch::Tensor& b) {
+    EXPECT_EQ(a.sizes(), b.sizes());
+    return (a - b).abs().max().item<double>();
+  };
+  auto full = build("{name: " + ours + ", pretrained: " + weights + "}");
+  const auto logits = full->forward(io.at("input"));
+  EXPECT_LE(max_diff(logits, io.at("logits")), 1e-4);
+  EXPECT_GT(io.at("logits").abs().max().item<double>(), 1e-2);  // not a trivially zero output
+
+  auto pooled = build("{name: " + ours + ", pretrained: " + weights + "}", "flatten");
+  EXPECT_LE(max_diff(pooled->forward(io.at("input")), io.at("pooled")), 1e-4);
+  auto layer = build("{name: " + ours + ", pretrained: " + weights + "}", resnet ? "layer3" : "features.4");
+  EXPECT_LE(max_diff(layer->forward(io.at("input")), io.at("layer")), 1e-4);
+}
+
+INSTANTIATE_TEST_SUITE_P(Torchvision, Parity,
+                         ::testing::Values(std::make_pair(std::string("ResNet18"), std::string("resnet18")),
+                                           std::make_pair(std::string("ResNet50"), std::string("resnet50")),
+                                           std::make_pair(std::string("MobileNetV3_small_x1_0"),
+                                                          std::string("mobilenet_v3_small"))));
