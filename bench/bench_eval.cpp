@@ -108,8 +108,8 @@ int main(int argc, char** argv) {
       qc = qc.slice(0, 0, max_q);
     }
 
-    auto cfg = featlearn::Config::from_string("- Recallk: {topk: [1, 5]}\n- mAP: {}\n- mINP: {}\n", "bench");
-    const auto metrics = featlearn::MetricSet::create(cfg.root());
+    auto cfg = featlearn::Config::from_string("Eval:\n  - Recallk: {topk: [1, 5]}\n  - mAP: {}\n  - mINP: {}\n", "bench");
+    const auto metrics = featlearn::MetricSet::create(cfg["Eval"]);
     featlearn::RetrievalOptions opt;
     opt.block_size = std::stoll(args["block"]);
     const double rss_before = peak_rss_mb();

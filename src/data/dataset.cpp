@@ -30,7 +30,7 @@ std::string ListDataset::source(size_t i) const {
   return it.source.empty() ? it.path : it.source;
 }
 
-std::string join_path(const std::string& root, const std::string& rel) {
+std::string join_image_path(const std::string& root, const std::string& rel) {
   if (root.empty() || (!rel.empty() && rel[0] == '/')) return rel;
   if (root.back() == '/') return root + rel;
   return root + "/" + rel;
@@ -194,7 +194,7 @@ DatasetPtr make_veriwild(const ConfigNode& node, bool check_files) {
   for (const auto& l : read_list(c.list, "")) {
     const char* fmt_ = "relative/path.jpg label [camid]";
     ListDataset::Item it;
-    it.path = join_path(c.image_root, field(l, 0, c.list, "image path", fmt_));
+    it.path = join_image_path(c.image_root, field(l, 0, c.list, "image path", fmt_));
     it.label = parse_int(field(l, 1, c.list, "label", fmt_), c.list, l.line, "label");
     if (l.fields.size() >= 3) {
       it.camid = parse_int(l.fields[2], c.list, l.line, "camera id");
@@ -222,7 +222,7 @@ DatasetPtr make_imagenet(const ConfigNode& node, bool check_files) {
   const std::string fmt_ = "path" + std::string(delim == "\t" ? "<TAB>" : delim) + "label";
   for (const auto& l : read_list(c.list, delim)) {
     ListDataset::Item it;
-    it.path = join_path(c.image_root, field(l, 0, c.list, "image path", fmt_.c_str()));
+    it.path = join_image_path(c.image_root, field(l, 0, c.list, "image path", fmt_.c_str()));
     it.label = parse_int(strip(field(l, 1, c.list, "label", fmt_.c_str())), c.list, l.line, "label");
     it.source = where(c.list, l.line);
     items.push_back(std::move(it));
@@ -240,7 +240,7 @@ DatasetPtr make_logo(const ConfigNode& node, bool check_files) {
     if (!l.fields.empty() && l.fields[0] == "image_id") continue;  // header
     ListDataset::Item it;
     it.label = parse_int(field(l, 1, c.list, "label", fmt_), c.list, l.line, "label") - 1;
-    it.path = join_path(c.image_root, field(l, 3, c.list, "image path", fmt_));
+    it.path = join_image_path(c.image_root, field(l, 3, c.list, "image path", fmt_));
     it.source = where(c.list, l.line);
     items.push_back(std::move(it));
   }
@@ -254,7 +254,7 @@ DatasetPtr make_icartoon(const ConfigNode& node, bool check_files) {
   const char* fmt_ = "path<TAB>label";
   for (const auto& l : read_list(c.list, "\t")) {
     ListDataset::Item it;
-    it.path = join_path(c.image_root, field(l, 0, c.list, "image path", fmt_));
+    it.path = join_image_path(c.image_root, field(l, 0, c.list, "image path", fmt_));
     it.label = parse_int(strip(field(l, 1, c.list, "label", fmt_)), c.list, l.line, "label");
     it.source = where(c.list, l.line);
     items.push_back(std::move(it));
@@ -276,12 +276,12 @@ DatasetPtr make_compcars(const ConfigNode& node, bool check_files) {
   for (const auto& l : read_list(c.list, "")) {
     ListDataset::Item it;
     const auto& rel = field(l, 0, c.list, "image path", fmt_);
-    it.path = join_path(c.image_root, rel);
+    it.path = join_image_path(c.image_root, rel);
     it.label = parse_int(field(l, 1, c.list, "label", fmt_), c.list, l.line, "label");
     it.source = where(c.list, l.line);
     if (bbox) {
       // PaddleClas: l[0].split('.')[0] + '.txt'
-      const std::string box_file = join_path(label_root, rel.substr(0, rel.find('.')) + ".txt");
+      const std::string box_file = join_image_path(label_root, rel.substr(0, rel.find('.')) + ".txt");
       std::ifstream bf(box_file);
       if (!bf)
         throw Error(fmt::format("{}: bounding box file '{}' does not exist (bbox_crop: True)", it.source, box_file));
@@ -316,7 +316,7 @@ DatasetPtr make_person(const ConfigNode& node, bool check_files, const std::stri
   node.check_keys(with(kCommonKeys, {"backend"}));
   const auto root = node.require<std::string>("image_root");
   const auto sub = node.require<std::string>("cls_label_path");
-  const auto dir = join_path(join_path(root, subdir), sub);
+  const auto dir = join_image_path(join_image_path(root, subdir), sub);
   std::error_code ec;
   if (!fs::is_directory(dir, ec))
     node["cls_label_path"].fail(fmt::format("'{}' is not available (expected image_root/{}/{})", dir, subdir, sub));

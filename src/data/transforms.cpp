@@ -696,6 +696,67 @@ class ToCHWImage : public Transform {
   std::string name() const override { return "ToCHWImage"; }
 };
 
+// paddle.vision.transforms.ToTensor (exposed by PaddleClas under this name): uint8 HWC -> float32 / 255, CHW.
+class ToTensor : public Transform {
+ public:
+  ToTensor(const ConfigNode& p, ImageState& st) {
+    p.check_keys({"data_format", "keys"});
+    const auto fmt_ = p.get<std::string>("data_format", "CHW");
+    if (fmt_ != "CHW" && fmt_ != "HWC") p["data_format"].fail("expected CHW or HWC");
+    if (st.is_float) p.fail("ToTensor expects an 8-bit image; it already is float (NormalizeImage before it?)");
+    st.is_float = true;
+    st.chw = fmt_ == "CHW";
+  }
+  void apply(cv::Mat& img, Rng&) const override {
+    cv::Mat f;
+    img.convertTo(f, CV_32F, 1.0 / 255.0);
+    img = f;
+  }
+  std::string name() const override { return "ToTensor"; }
+};
+
+// paddle.vision.transforms.Normalize: (img - mean) / std per channel (no scaling), optional BGR<->RGB swap.
+class Normalize : public Transform {
+ public:
+  Normalize(const ConfigNode& p, ImageState& st) {
+    p.check_keys({"mean", "std", "data_format", "to_rgb", "keys"});
+    auto read3 = [&](const std::string& key, double def) {
+      auto n = p[key];
+      if (!n.defined()) return std::vector<double>(3, def);
+      if (n.is_scalar()) return std::vector<double>(3, number(n));
+      auto v = numbers(n);
+      if (v.size() != 3) n.fail("expected a number or 3 values");
+      return v;
+    };
+    const auto mean = read3("mean", 0.0), stdv = read3("std", 1.0);
+    for (double s : stdv)
+      if (s == 0) p["std"].fail("std must not be 0");
+    const auto fmt_ = p.get<std::string>("data_format", "CHW");
+    if (fmt_ != "CHW" && fmt_ != "HWC") p["data_format"].fail("expected CHW or HWC");
+    if ((fmt_ == "CHW") != st.chw)
+      p.fail("data_format " + fmt_ + " does not match the image layout here (" + (st.chw ? "CHW" : "HWC") + ")");
+    swap_ = p.get<bool>("to_rgb", false);
+    if (st.channels != 3) p.fail("expects a 3-channel image");
+    m_ = cv::Mat(3, 4, CV_32F, cv::Scalar(0));
+    for (int c = 0; c < 3; ++c) {
+      m_.at<float>(c, swap_ ? 2 - c : c) = static_cast<float>(1.0 / stdv[c]);
+      m_.at<float>(c, 3) = static_cast<float>(-mean[c] / stdv[c]);
+    }
+    st.is_float = true;
+  }
+  void apply(cv::Mat& img, Rng&) const override {
+    cv::Mat f;
+    img.convertTo(f, CV_32F);
+    cv::transform(f, f, m_);
+    img = f;
+  }
+  std::string name() const override { return "Normalize"; }
+
+ private:
+  bool swap_ = false;
+  cv::Mat m_;
+};
+
 class RandomErasing : public Transform {
  public:
   explicit RandomErasing(const ConfigNode& p) {
@@ -801,6 +862,8 @@ const TransformRegistry& transform_registry() {
     });
     r.add("ToCHWImage", [](const ConfigNode& p, ImageState* st) { return std::make_shared<ToCHWImage>(p, *st); });
     r.add("RandomErasing", [](const ConfigNode& p, ImageState*) { return std::make_shared<RandomErasing>(p); });
+    r.add("ToTensor", [](const ConfigNode& p, ImageState* st) { return std::make_shared<ToTensor>(p, *st); });
+    r.add("Normalize", [](const ConfigNode& p, ImageState* st) { return std::make_shared<Normalize>(p, *st); });
     r.add("DecodeImage", [](const ConfigNode& p, ImageState*) -> TransformPtr {
       p.fail("DecodeImage must be the first op of transform_ops");
     });

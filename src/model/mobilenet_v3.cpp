@@ -62,11 +62,11 @@ SqueezeExcitationImpl::SqueezeExcitationImpl(int64_t channels, int64_t squeeze) 
 torch::Tensor SqueezeExcitationImpl::run(const torch::Tensor& x, StopCursor& c, const std::string& path) {
   // The activations are parameter-free and registered after fc2 although they run between/after the fcs, so
   // they are applied functionally (a stop at fc2 must still see relu(fc1(...))).
-  auto s = c.step(join_path(path, "avgpool"), x, [](const torch::Tensor& t) { return torch::adaptive_avg_pool2d(t, {1, 1}); });
-  s = c.step(join_path(path, "fc1"), s, [&](const torch::Tensor& t) { return fc1->forward(t); });
-  s = c.step_always(join_path(path, "activation"), s, [](const torch::Tensor& t) { return torch::relu(t); });
-  s = c.step(join_path(path, "fc2"), s, [&](const torch::Tensor& t) { return fc2->forward(t); });
-  s = c.step_always(join_path(path, "scale_activation"), s, [](const torch::Tensor& t) { return torch::hardsigmoid(t); });
+  auto s = c.step(child_path(path, "avgpool"), x, [](const torch::Tensor& t) { return torch::adaptive_avg_pool2d(t, {1, 1}); });
+  s = c.step(child_path(path, "fc1"), s, [&](const torch::Tensor& t) { return fc1->forward(t); });
+  s = c.step_always(child_path(path, "activation"), s, [](const torch::Tensor& t) { return torch::relu(t); });
+  s = c.step(child_path(path, "fc2"), s, [&](const torch::Tensor& t) { return fc2->forward(t); });
+  s = c.step_always(child_path(path, "scale_activation"), s, [](const torch::Tensor& t) { return torch::hardsigmoid(t); });
   if (c.done()) return s;
   return x * s;
 }
@@ -84,7 +84,7 @@ InvertedResidualImpl::InvertedResidualImpl(int64_t in, int64_t kernel, int64_t e
 }
 
 torch::Tensor InvertedResidualImpl::run(const torch::Tensor& x, StopCursor& c, const std::string& path) {
-  const std::string p = join_path(path, "block");
+  const std::string p = child_path(path, "block");
   auto y = c.step(p, x, [&](const torch::Tensor& t) { return run_module(*block, t, c, p); });
   if (c.done() || !use_residual_) return y;
   return x + y;

@@ -18,12 +18,12 @@ nn::Conv2d conv(int64_t in, int64_t out, int64_t k, int64_t stride) {
 // the module tree; the cursor then skips it).
 template <class Holder>
 torch::Tensor step(StopCursor& c, const std::string& path, const char* name, Holder& m, const torch::Tensor& x) {
-  return c.step(join_path(path, name), x, [&](const torch::Tensor& t) { return m->forward(t); });
+  return c.step(child_path(path, name), x, [&](const torch::Tensor& t) { return m->forward(t); });
 }
 
 torch::Tensor shortcut(StopCursor& c, const std::string& path, nn::ModuleList& ds, const torch::Tensor& x) {
   if (!ds) return x;
-  const std::string p = join_path(path, "downsample");
+  const std::string p = child_path(path, "downsample");
   return c.step(p, x, [&](const torch::Tensor& t) { return run_module(*ds, t, c, p); });
 }
 

@@ -14,7 +14,7 @@
 namespace featlearn {
 namespace nn = torch::nn;
 
-std::string join_path(const std::string& prefix, const std::string& name) {
+std::string child_path(const std::string& prefix, const std::string& name) {
   return prefix.empty() ? name : prefix + "." + name;
 }
 
@@ -44,7 +44,7 @@ torch::Tensor run_module(nn::Module& m, const torch::Tensor& x, StopCursor& c, c
     // Sequential::forward would not.
     torch::Tensor y = x;
     for (const auto& item : m.named_children()) {
-      const std::string p = join_path(path, item.key());
+      const std::string p = child_path(path, item.key());
       auto& child = *item.value();
       y = c.step(p, y, [&](const torch::Tensor& t) { return run_module(child, t, c, p); });
     }
@@ -200,8 +200,9 @@ std::string resolve_stop_layer(BackboneImpl& backbone, const std::string& name) 
         nested = e.path;
         break;
       }
-    throw Error("unknown layer '" + name + "' in " + label + did_you_mean(name, stop_layer_names(backbone)) +
-                ". Valid names: module paths (top level: " + join(top) + "; nested like " + nested + ")" +
+    const std::string suggestion = did_you_mean(name, stop_layer_names(backbone));
+    throw Error("unknown layer '" + name + "' in " + label + (suggestion.empty() ? "." : suggestion) +
+                " Valid names: module paths (top level: " + join(top) + "; nested like " + nested + ")" +
                 (alias_names.empty() ? std::string() : ", aliases (" + join(alias_names) + ", blocks[i])") +
                 ", PaddleClas full names (e.g. " + table.front().full_name +
                 ", adaptive_avg_pool2d_0); `featlearn describe -c CFG` lists them all");
@@ -239,9 +240,9 @@ void apply_stop_layer(BackboneImpl& backbone, const std::string& name) {
     FL_ASSERT(next, "stop layer path component '" + part + "' not found");
     for (const auto& n : later) {
       parent->replace_module(n, nn::Identity());
-      sb->removed_.insert(join_path(prefix, n));
+      sb->removed_.insert(child_path(prefix, n));
     }
-    prefix = join_path(prefix, part);
+    prefix = child_path(prefix, part);
     parent = next.get();
   }
   sb->stop_path_ = path;
@@ -251,6 +252,7 @@ void load_backbone_weights(BackboneImpl& backbone, const std::string& path, cons
   const NamedTensors sd = load_torch_state_dict(path);
   auto* sb = dynamic_cast<StoppableBackboneImpl*>(&backbone);
   const std::string label = backbone_label(backbone);
+  const std::string where = what.empty() ? path : what + ": " + path;
   std::map<std::string, torch::Tensor> targets;
   for (const auto& p : backbone.named_parameters(true)) targets[p.key()] = p.value();
   for (const auto& b : backbone.named_buffers(true)) targets[b.key()] = b.value();
@@ -276,7 +278,7 @@ void load_backbone_weights(BackboneImpl& backbone, const std::string& path, cons
       continue;
     }
     if (!it->second.sizes().equals(t.sizes()))
-      throw Error(what + ": " + path + ": parameter '" + key + "' has shape " + shape(t) + " in the file but " +
+      throw Error(where + ": parameter '" + key + "' has shape " + shape(t) + " in the file but " +
                   shape(it->second) + " in " + label +
                   (key.rfind("fc.", 0) == 0 || key.rfind("classifier.", 0) == 0
                        ? " (set Arch.Backbone.class_num to the file's class count, or stop before it with "
@@ -297,7 +299,7 @@ void load_backbone_weights(BackboneImpl& backbone, const std::string& path, cons
     return join(v);
   };
   if (!missing.empty() || !unexpected.empty()) {
-    std::string msg = what + ": " + path + " does not match " + label + ":";
+    std::string msg = where + " does not match " + label + ":";
     if (!missing.empty()) msg += " missing " + first(missing) + ";";
     if (!unexpected.empty()) msg += " unexpected " + first(unexpected) + ";";
     msg += " expected a torchvision-format state dict";
@@ -326,7 +328,7 @@ BackbonePtr build_backbone(const ConfigNode& backbone_node, const ConfigNode& st
   auto* sb = dynamic_cast<StoppableBackboneImpl*>(bb.get());
   if (sb && !sb->pretrained_path.empty()) {
     try {
-      load_backbone_weights(*bb, sb->pretrained_path, "weights");
+      load_backbone_weights(*bb, sb->pretrained_path, "");
     } catch (const ConfigError&) {
       throw;
     } catch (const Error& e) {

@@ -326,3 +326,35 @@ TEST(Transforms, ChwWriterMatchesPixels) {
     for (int y = 0; y < 2; ++y)
       for (int x = 0; x < 3; ++x) EXPECT_EQ(out[(c * 2 + y) * 3 + x], img.at<cv::Vec3b>(y, x)[c]);
 }
+
+TEST(Transforms, ChwWriterFloatAndFourChannels) {
+  cv::Mat img(2, 3, CV_32FC4);
+  for (int y = 0; y < 2; ++y)
+    for (int x = 0; x < 3; ++x) img.at<cv::Vec4f>(y, x) = cv::Vec4f(y, x, 0.5f * x + y, -1.0f);
+  std::vector<float> out(4 * 2 * 3, 99.0f);
+  hwc_to_chw_float(img, out.data());
+  for (int c = 0; c < 4; ++c)
+    for (int y = 0; y < 2; ++y)
+      for (int x = 0; x < 3; ++x) EXPECT_EQ(out[(c * 2 + y) * 3 + x], img.at<cv::Vec4f>(y, x)[c]);
+  // channel_num 4 appends a zero channel after normalizing.
+  auto tp = pipeline("  - NormalizeImage: {order: '', channel_num: 4, scale: 1.0, mean: [0, 0, 0], std: [1, 1, 1]}\n");
+  cv::Mat m = ramp(2, 2);
+  Rng rng(0);
+  tp.apply(m, rng);
+  ASSERT_EQ(m.channels(), 4);
+  EXPECT_EQ(m.at<cv::Vec4f>(1, 1), cv::Vec4f(11, 101, 199, 0));
+}
+
+TEST(Transforms, PaddleVisionToTensorNormalize) {
+  auto tp = pipeline("  - ToTensor:\n  - Normalize: {mean: [0.5, 0.5, 0.0], std: [0.5, 0.25, 1.0]}\n");
+  EXPECT_TRUE(tp.output_state().chw);
+  cv::Mat img = ramp(2, 2);
+  const cv::Mat src = img.clone();
+  Rng rng(0);
+  tp.apply(img, rng);
+  const double mean[3] = {0.5, 0.5, 0.0}, stdv[3] = {0.5, 0.25, 1.0};
+  for (int c = 0; c < 3; ++c)
+    EXPECT_NEAR(img.at<cv::Vec3f>(1, 1)[c], (src.at<cv::Vec3b>(1, 1)[c] / 255.0 - mean[c]) / stdv[c], 1e-5);
+  EXPECT_NE(error_of([] { pipeline("  - Normalize: {mean: 0.5, data_format: CHW}\n"); }).find("does not match"),
+            std::string::npos);
+}

@@ -228,6 +228,22 @@ TEST(Retrieval, BlockSizeDoesNotChangeResultsAndMatchesSortReference) {
   for (const auto& [k, x] : v) EXPECT_NEAR(x, ref.at(k), 1e-12) << k;
 }
 
+// CUDA features are multiplied on the device and ranked on the CPU. Small integer features make every dot
+// product exact, so the results must be identical.
+TEST(Retrieval, CudaFeaturesGiveTheCpuResult) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  torch::manual_seed(3);
+  const auto qf = torch::randint(-2, 3, {50, 16}).to(torch::kFloat);
+  const auto gf = torch::randint(-2, 3, {300, 16}).to(torch::kFloat);
+  const auto ql = torch::randint(0, 8, {50}, torch::kLong), gl = torch::randint(0, 8, {300}, torch::kLong);
+  const auto qc = torch::randint(0, 3, {50}, torch::kLong), gc = torch::randint(0, 3, {300}, torch::kLong);
+  const auto m = metrics_from(kAllRetrieval);
+  const auto cpu = featlearn::evaluate_retrieval(m, qf, ql, qc, gf, gl, gc, {});
+  const auto gpu = featlearn::evaluate_retrieval(m, qf.cuda(), ql.cuda(), qc.cuda(), gf.cuda(), gl.cuda(), gc.cuda(), {});
+  ASSERT_EQ(cpu.size(), gpu.size());
+  for (size_t i = 0; i < cpu.size(); ++i) EXPECT_EQ(cpu[i], gpu[i]) << cpu[i].first;
+}
+
 TEST(Retrieval, RejectsBadInputs) {
   const auto m = metrics_from("    - mAP: {}\n");
   EXPECT_NE(message_of([&] {

@@ -85,9 +85,9 @@ TEST(RecModel, SeedArchitecture) {
 }
 
 TEST(RecModel, NeckNullAndHeadFromBackbone) {
-  auto m = make(kSeedArch, {"Arch.Neck=null", "Arch.BackboneStopLayer.name=flatten", "Arch.Head.name=FC",
-                            "Arch.Head.embedding_size=2048", "Arch.Head.class_num=5", "Arch.Head.margin=null",
-                            "Arch.Head.scale=null", "Arch.head_feature_from=backbone"});
+  auto m = make(std::string(kSeedArch) + "  head_feature_from: backbone\n",
+                {"Arch.Neck=null", "Arch.BackboneStopLayer.name=flatten",
+                 "Arch.Head={name: FC, embedding_size: 2048, class_num: 5}"});
   EXPECT_EQ(m->neck(), nullptr);
   torch::NoGradGuard ng;
   auto out = m->forward(torch::randn({1, 3, 64, 64}));

@@ -81,6 +81,6 @@ std::unique_ptr<Dataset> create_dataset(const ConfigNode& node, bool check_files
 std::vector<std::string> dataset_names();
 
 // "root" + "rel" with os.path.join semantics (an absolute `rel` wins).
-std::string join_path(const std::string& root, const std::string& rel);
+std::string join_image_path(const std::string& root, const std::string& rel);
 
 }  // namespace featlearn

@@ -26,6 +26,8 @@
 //   NormalizeImage(scale=1/255, mean=[0.485,0.456,0.406], std=[0.229,0.224,0.225], order='chw' (''|hwc|chw),
 //                  output_fp16=false, channel_num=3 (4 appends a zero channel))
 //   ToCHWImage()
+//   ToTensor(data_format=CHW)                   paddle.vision op: uint8 -> float / 255 (and CHW)
+//   Normalize(mean=0, std=1, data_format=CHW, to_rgb=false)   paddle.vision op: (x - mean) / std
 //   RandomErasing(EPSILON=0.5, sl=0.02, sh=0.4, r1=0.3, mean=[0,0,0], attempt=100, use_log_aspect=false,
 //                 mode=const|rand|pixel)
 // Numbers given as strings ("1.0/255.0") are evaluated as a/b, as PaddleClas's eval() would.

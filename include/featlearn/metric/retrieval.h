@@ -27,11 +27,15 @@
 //    blocks without valid queries give NaN; we average over all valid queries. (3) Its mINP divides by the
 //    0-based index of the hardest positive (off by one; infinite when the only positive ranks first); we use
 //    the 1-based rank. (4) Its Precisionk counts queries without positives as 0; we skip them like the other
-//    metrics. Keys are PaddleClas's: recall{K}, mAP, mINP, precision@{K}, top{K}.
+//    metrics. (5) Its mINP finds the hardest positive as the argmax of flag·(1 − 1/(i+2)) in float32, which
+//    cannot separate positions a few thousand apart and then picks an earlier positive; we use exact ranks.
+//    Keys are PaddleClas's: recall{K}, mAP, mINP, precision@{K}, top{K}.
 //
 // Memory: O(block_size × |gallery|) floats for the score block plus O(|gallery|) for labels; never
-// |query| × |gallery|. Time: one GEMM plus one linear pass per query (a branch-free binary search of every
-// gallery score among the query's sorted positive scores), parallel over the queries of a block.
+// |query| × |gallery|. Time: one GEMM per block plus one linear pass per query that places every gallery
+// score among the query's sorted positive scores (a grid lookup, exact comparison only near a positive), in
+// parallel over the queries of a block (at::parallel_for: set the thread count with torch::set_num_threads).
+// No sort of the gallery is needed. Larger blocks make the GEMM more efficient at the cost of memory.
 #pragma once
 #include <torch/types.h>
 

@@ -56,7 +56,7 @@ class StopCursor {
 };
 
 // "a.b" from ("a", "b"); "b" from ("", "b").
-std::string join_path(const std::string& prefix, const std::string& name);
+std::string child_path(const std::string& prefix, const std::string& name);
 
 // A module whose forward can be interrupted by a StopCursor (residual blocks, squeeze-excitation, ...).
 class StagedModule : public torch::nn::Module {
@@ -127,7 +127,7 @@ void apply_stop_layer(BackboneImpl& backbone, const std::string& name);
 
 // Copies a torchvision-format state dict into `backbone`: every parameter and buffer must be present with the
 // same shape; keys of modules removed by the stop layer are ignored; any other extra key is an error. `what`
-// prefixes messages (e.g. "Arch.Backbone.pretrained").
+// (may be empty) prefixes messages.
 void load_backbone_weights(BackboneImpl& backbone, const std::string& path, const std::string& what);
 
 // Builds Arch.Backbone from the registry, applies Arch.BackboneStopLayer (when defined; keys: name) and loads

@@ -1,0 +1,139 @@
+// `featlearn describe -c CFG [-o ...]`: the RecModel's module tree with every BackboneStopLayer name, the
+// output shape of each top-level backbone stage for Global.image_shape, parameter counts and the feature shape.
+#include <featlearn/engine/commands.h>
+
+#include <featlearn/config/config.h>
+#include <featlearn/model/rec_model.h>
+#include <featlearn/model/stop_layer.h>
+
+#include <torch/torch.h>
+
+#include <fmt/format.h>
+
+#include <iostream>
+
+namespace featlearn {
+namespace {
+
+// "[N,2048,1,1]": the batch dimension is shown as N.
+std::string batch_shape(const torch::Tensor& t) {
+  std::string s = "[";
+  for (int64_t d = 0; d < t.dim(); ++d) s += (d ? "," : "") + (d == 0 ? std::string("N") : std::to_string(t.size(d)));
+  return s + "]";
+}
+
+std::string thousands(int64_t n) {
+  std::string s = std::to_string(n), out;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (i && (s.size() - i) % 3 == 0) out += ',';
+    out += s[i];
+  }
+  return out;
+}
+
+int64_t count(const std::vector<torch::Tensor>& params, bool trainable_only) {
+  int64_t n = 0;
+  for (const auto& p : params)
+    if (!trainable_only || p.requires_grad()) n += p.numel();
+  return n;
+}
+
+std::string first_line(std::string s) {
+  if (auto nl = s.find('\n'); nl != std::string::npos) s.resize(nl);
+  return s;
+}
+
+std::string type_name(const torch::nn::Module& m) {
+  std::string n = m.name();
+  if (auto p = n.rfind("::"); p != std::string::npos) n = n.substr(p + 2);
+  if (n.size() > 4 && n.compare(n.size() - 4, 4, "Impl") == 0) n.resize(n.size() - 4);
+  return n;
+}
+
+}  // namespace
+
+int cmd_describe(const ConfigArgs& args) {
+  Config cfg = Config::load(args.config);
+  cfg.apply_overrides(args.overrides);
+  const ConfigNode root = cfg.root();
+  const ConfigNode arch = root["Arch"];
+  if (!arch.defined()) root.fail("missing required section 'Arch'");
+  std::vector<int64_t> image_shape = {3, 224, 224};
+  if (root["Global"].defined() && root["Global"]["image_shape"].defined())
+    image_shape = root["Global"]["image_shape"].as<std::vector<int64_t>>();
+  if (image_shape.size() != 3) root["Global"]["image_shape"].fail("expected [C, H, W]");
+
+  torch::manual_seed(0);
+  RecModel model(arch);
+  model->eval();
+  auto backbone = model->backbone();
+  auto* stoppable = dynamic_cast<StoppableBackboneImpl*>(backbone.get());
+  const std::string bb_name =
+      stoppable && !stoppable->config_name.empty() ? stoppable->config_name : type_name(*backbone);
+
+  std::cout << "config: " << cfg.file() << "\n";
+  std::cout << "Arch: RecModel  Backbone: " << bb_name;
+  if (stoppable && !stoppable->stop_path().empty())
+    std::cout << "  BackboneStopLayer: " << arch["BackboneStopLayer"].get<std::string>("name", "")
+              << " (module " << stoppable->stop_path() << ")";
+  std::cout << "\n\nbackbone module tree — names usable as BackboneStopLayer.name: module path, PaddleClas full "
+               "name, alias\n";
+  std::cout << fmt::format("  {:<36} {:<20} {:<26} {}\n", "path", "type", "full name", "alias");
+  for (const auto& e : stop_layer_table(*backbone)) {
+    std::string note;
+    if (e.removed) note = "(removed by BackboneStopLayer)";
+    else if (!e.stoppable) note = "(called several times; not a stop layer)";
+    else if (stoppable && e.path == stoppable->stop_path()) note = "<- stop layer";
+    std::string aliases;
+    for (const auto& a : e.aliases) aliases += (aliases.empty() ? "" : ", ") + a;
+    std::cout << fmt::format("  {:<36} {:<20} {:<26} {}{}{}\n", std::string(2 * e.depth, ' ') + e.path, e.type,
+                             e.removed ? std::string("-") : e.full_name, aliases, aliases.empty() || note.empty() ? "" : "  ", note);
+  }
+
+  torch::NoGradGuard ng;
+  const torch::Tensor x = torch::zeros({1, image_shape[0], image_shape[1], image_shape[2]});
+  std::cout << "\nbackbone stages for input [N," << image_shape[0] << "," << image_shape[1] << ","
+            << image_shape[2] << "]:\n";
+  torch::Tensor bb_out;
+  if (stoppable) {
+    bb_out = stoppable->forward_observed(x, [&](const std::string& name, const torch::Tensor& y) {
+      const bool removed = stoppable->removed().count(name) > 0;
+      std::cout << fmt::format("  {:<12} {}{}\n", name, removed ? std::string("(removed)") : batch_shape(y),
+                               name == stoppable->stop_path() ? "  <- stop layer" : "");
+    });
+  } else {
+    bb_out = backbone->forward(x);
+  }
+  std::cout << "backbone: " << batch_shape(bb_out) << "\n";
+  torch::Tensor features = bb_out;
+  if (auto neck = model->neck()) {
+    features = neck->forward(bb_out);
+    std::cout << "neck (" << arch["Neck"].get<std::string>("name", "?") << "): " << batch_shape(features) << "\n";
+  }
+  std::cout << "features: " << batch_shape(features) << "\n";
+  if (auto head = model->head()) {
+    const torch::Tensor head_in = model->head_feature_from() == "backbone" ? bb_out : features;
+    const std::string label = "logits (" + arch["Head"].get<std::string>("name", "?") + ", from " +
+                              model->head_feature_from() + "): ";
+    std::string shape;
+    try {
+      shape = batch_shape(head->forward(head_in, {}));
+    } catch (const std::exception& e) {
+      shape = "the Head cannot take " + batch_shape(head_in) +
+              " (check Arch.Head.embedding_size / the Neck): " + first_line(e.what());
+    }
+    std::cout << label << shape << "\n";
+  }
+  std::cout << "infer output: " << model->infer_output_key() << (model->infer_add_softmax() ? " + softmax" : "")
+            << "\n";
+
+  const auto all = model->parameters();
+  std::cout << "\nparameters: " << thousands(count(all, false)) << " total, " << thousands(count(all, true))
+            << " trainable (backbone " << thousands(count(backbone->parameters(), false));
+  if (model->neck()) std::cout << ", neck " << thousands(count(model->neck()->parameters(), false));
+  if (model->head()) std::cout << ", head " << thousands(count(model->head()->parameters(), false));
+  std::cout << ")\n";
+  return 0;
+}
+
+}  // namespace featlearn
