@@ -5,7 +5,7 @@
 #   scripts/quickstart.sh [extra -o overrides for train/eval, e.g. -o Global.epochs=2]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh --target featlearn_cli
 CFG=configs/emoji/ResNet18_reid.yaml
 OUT=output/emoji_r18
 build/featlearn prepare-emoji --out dataset/emoji_reid --cache dataset/.npm_cache

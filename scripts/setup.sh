@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs every Debian package featlearn needs (idempotent), then configures and builds.
-# Usage: scripts/setup.sh [--no-build]
+# Usage: scripts/setup.sh [--no-build | --target TARGET]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,6 +24,9 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 [ "${1:-}" = "--no-build" ] && exit 0
+# --target T builds only T (the quickstart builds just the program, not the tests).
+TARGET_ARGS=()
+[ "${1:-}" = "--target" ] && TARGET_ARGS=(--target "$2")
 BUILD_DIR=${BUILD_DIR:-build}
 cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release
-cmake --build "$BUILD_DIR" -j"$(nproc)"
+cmake --build "$BUILD_DIR" -j"$(nproc)" "${TARGET_ARGS[@]}"

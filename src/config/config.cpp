@@ -18,9 +18,27 @@ ConfigNode::ConfigNode(YAML::Node node, std::string path, std::shared_ptr<const 
 
 std::string ConfigNode::where() const {
   std::string out = file_ ? *file_ : std::string("<config>");
-  if (line_ > 0) out += ":" + std::to_string(line_);
+  const bool from_override = overridden();
+  if (line_ > 0 && !from_override) out += ":" + std::to_string(line_);
   if (!path_.empty()) out += ": " + path_;
+  if (from_override) out += " (set by -o)";
   return out;
+}
+
+bool ConfigNode::overridden() const {
+  if (!overrides_) return false;
+  for (const auto& o : *overrides_)
+    if (path_ == o || (path_.size() > o.size() && path_.compare(0, o.size(), o) == 0 &&
+                       (path_[o.size()] == '.' || path_[o.size()] == '[')))
+      return true;
+  return false;
+}
+
+ConfigNode ConfigNode::child(YAML::Node node, std::string path) const {
+  ConfigNode c(std::move(node), std::move(path), file_);
+  c.overrides_ = overrides_;
+  if (c.line_ < 0) c.line_ = line_;
+  return c;
 }
 
 void ConfigNode::fail(const std::string& msg) const { throw ConfigError(where() + ": " + msg); }
@@ -38,29 +56,22 @@ std::vector<std::string> ConfigNode::keys() const {
 
 ConfigNode ConfigNode::operator[](const std::string& key) const {
   const std::string child_path = path_.empty() ? key : path_ + "." + key;
-  ConfigNode child;
-  if (node_.IsMap() && node_[key].IsDefined()) {
-    child = ConfigNode(node_[key], child_path, file_);
-    if (child.line_ < 0) child.line_ = line_;
-  } else {
-    child = ConfigNode(YAML::Node(YAML::NodeType::Undefined), child_path, file_);
-    child.line_ = line_;
-  }
-  return child;
+  if (node_.IsMap() && node_[key].IsDefined()) return child(node_[key], child_path);
+  ConfigNode c = child(YAML::Node(YAML::NodeType::Undefined), child_path);
+  c.line_ = line_;
+  return c;
 }
 
 ConfigNode ConfigNode::at(size_t i) const {
   if (!node_.IsSequence() || i >= node_.size())
     fail(fmt::format("no list element {} (the list has {} elements)", i, node_.IsSequence() ? node_.size() : 0));
-  ConfigNode child(node_[i], path_ + "[" + std::to_string(i) + "]", file_);
-  if (child.line_ < 0) child.line_ = line_;
-  return child;
+  return child(node_[i], path_ + "[" + std::to_string(i) + "]");
 }
 
 std::pair<std::string, ConfigNode> ConfigNode::single_entry() const {
   if (node_.IsScalar()) {  // `- Name` without parameters
     const std::string name = node_.as<std::string>();
-    ConfigNode params(YAML::Node(YAML::NodeType::Map), path_ + "." + name, file_);
+    ConfigNode params = child(YAML::Node(YAML::NodeType::Map), path_ + "." + name);
     params.line_ = line_;
     return {name, params};
   }
@@ -69,7 +80,7 @@ std::pair<std::string, ConfigNode> ConfigNode::single_entry() const {
   const std::string name = node_.begin()->first.as<std::string>();
   ConfigNode params = (*this)[name];
   if (!params.defined()) {  // `- Name:` with nothing after it
-    params = ConfigNode(YAML::Node(YAML::NodeType::Map), params.path_, file_);
+    params = child(YAML::Node(YAML::NodeType::Map), params.path_);
     params.line_ = line_;
   } else if (!params.is_map()) {
     params.fail("expected a map of parameters");
@@ -144,7 +155,7 @@ void ConfigNode::check_keys(const std::vector<std::string>& allowed) const {
   for (auto it = node_.begin(); it != node_.end(); ++it) {
     const std::string key = it->first.as<std::string>();
     if (std::find(allowed.begin(), allowed.end(), key) != allowed.end()) continue;
-    ConfigNode bad(it->second, path_.empty() ? key : path_ + "." + key, file_);
+    ConfigNode bad = child(it->second, path_.empty() ? key : path_ + "." + key);
     const auto m = it->first.Mark();
     bad.line_ = m.line >= 0 ? m.line + 1 : line_;
     bad.fail("unknown key" + did_you_mean(key, allowed) + " (valid keys: " + join(allowed) + ")");
@@ -152,6 +163,17 @@ void ConfigNode::check_keys(const std::vector<std::string>& allowed) const {
 }
 
 // ---------------------------------------------------------------------------------------------------------
+
+Config::Config(const Config& other) {
+  if (!other.file_) return;  // default-constructed
+  *this = from_string(other.text_, *other.file_);
+  apply_overrides(other.applied_);
+}
+
+Config& Config::operator=(const Config& other) {
+  if (this != &other) *this = Config(other);
+  return *this;
+}
 
 Config Config::load(const std::string& file) {
   std::ifstream in(file);
@@ -164,6 +186,7 @@ Config Config::load(const std::string& file) {
 Config Config::from_string(const std::string& yaml_text, const std::string& name) {
   Config c;
   c.file_ = std::make_shared<const std::string>(name);
+  c.text_ = yaml_text;
   try {
     c.root_ = YAML::Load(yaml_text);
   } catch (const YAML::ParserException& e) {
@@ -174,7 +197,11 @@ Config Config::from_string(const std::string& yaml_text, const std::string& name
   return c;
 }
 
-ConfigNode Config::root() const { return ConfigNode(root_, "", file_); }
+ConfigNode Config::root() const {
+  ConfigNode r(root_, "", file_);
+  r.overrides_ = overrides_;
+  return r;
+}
 
 namespace {
 // "a.b[2].c" or "a.b.2.c" -> {"a","b","2","c"}
@@ -198,6 +225,11 @@ bool is_index(const std::string& s) {
 }  // namespace
 
 void Config::apply_override(const std::string& assignment) {
+  set_value(assignment);
+  applied_.push_back(assignment);  // only once it succeeded, so copies can replay it
+}
+
+void Config::set_value(const std::string& assignment) {
   const auto eq = assignment.find('=');
   if (eq == std::string::npos || eq == 0)
     throw ConfigError("-o " + assignment + ": expected Key.sub=value (e.g. -o Global.epochs=10)");
@@ -214,6 +246,26 @@ void Config::apply_override(const std::string& assignment) {
   YAML::Node cur;
   cur.reset(root_);
   std::string walked;
+  // Record the key path in ConfigNode form (map keys dotted, list indices in brackets) for error messages.
+  {
+    std::string norm;
+    YAML::Node probe;
+    probe.reset(root_);
+    for (const auto& p : parts) {
+      const bool idx = probe.IsSequence() && is_index(p);
+      norm += idx ? "[" + p + "]" : (norm.empty() ? "" : ".") + p;
+      if (idx && std::stoul(p) < probe.size()) {
+        YAML::Node n = probe[std::stoul(p)];
+        probe.reset(n);
+      } else if (!idx && probe.IsMap() && probe[p].IsDefined()) {
+        YAML::Node n = probe[p];
+        probe.reset(n);
+      } else {
+        probe.reset(YAML::Node());
+      }
+    }
+    overrides_->insert(norm);
+  }
   for (size_t i = 0; i < parts.size(); ++i) {
     const std::string& p = parts[i];
     const bool last = i + 1 == parts.size();

@@ -20,7 +20,9 @@ GlobalConfig GlobalConfig::parse(const ConfigNode& g) {
                 "eval_during_train", "eval_interval", "start_eval_epoch", "epochs", "print_batch_step",
                 "use_visualdl", "image_shape", "save_inference_dir", "eval_mode", "seed", "feature_normalize",
                 "feature_binarize", "retrieval_feature_from", "sim_block_size", "re_ranking", "to_static",
-                "use_dali"});
+                "use_dali", "infer_imgs"});
+  // infer_imgs is the input of PaddleClas's predict tool; it has no role in train/eval/export (featlearn's
+  // `extract --list` takes the images to embed), so it is accepted and not used.
   GlobalConfig c;
   c.checkpoints = optional_path(g, "checkpoints");
   c.pretrained_model = optional_path(g, "pretrained_model");

@@ -120,6 +120,7 @@ Trainer::Trainer(Config config, Mode mode) : s_(std::make_unique<State>(std::mov
     s.metrics = MetricSet::create(root["Metric"]["Eval"]);
   }
 
+  if (root["Loss"]["Eval"].defined()) CombinedLoss validate_eval_loss(root["Loss"]["Eval"]);
   if (mode == Mode::kTrain) {
     if (!root["Loss"]["Train"].defined()) root.fail("missing Loss.Train (the training losses)");
     root["Loss"].check_keys({"Train", "Eval"});
@@ -347,13 +348,31 @@ MetricValues Trainer::evaluate(int64_t epoch) {
     auto loader = DataLoader::create(query_node, ctx);
     loader->start_epoch(0);
     std::vector<torch::Tensor> logits, labels;
+    // Loss.Eval is reported in classification mode (as PaddleClas does); retrieval mode has no eval loss.
+    CombinedLoss eval_loss{nullptr};
+    if (root["Loss"]["Eval"].defined()) {
+      eval_loss = CombinedLoss(root["Loss"]["Eval"]);
+      eval_loss->to(s.device);
+      eval_loss->eval();
+    }
+    std::vector<std::pair<std::string, double>> loss_sums;
+    int64_t batches = 0;
     while (auto b = loader->next()) {
+      auto labels_dev = b->labels.to(s.device);
       auto out = s.model->forward(b->images.to(s.device));
       logits.push_back(out.get("logits").cpu());
       labels.push_back(b->labels);
+      if (eval_loss) {
+        auto r = eval_loss->forward(out, labels_dev);
+        if (loss_sums.empty())
+          for (const auto& t : r.terms) loss_sums.emplace_back(t.first, 0.0);
+        for (size_t k = 0; k < r.terms.size(); ++k) loss_sums[k].second += r.terms[k].second.item<double>();
+        ++batches;
+      }
     }
     if (logits.empty()) query_node.fail("yields no images");
     values = evaluate_classification(*s.metrics, torch::cat(logits), torch::cat(labels));
+    for (const auto& kv : loss_sums) values.emplace_back(kv.first, kv.second / std::max<int64_t>(batches, 1));
   }
   const double secs = std::chrono::duration<double>(Clock::now() - start).count();
   std::string line = fmt::format("[Eval][Epoch {}]", epoch);

@@ -38,9 +38,16 @@ void check_data_format(const ConfigNode& node) {
 
 void add_resnet(const std::string& name, const std::string& tv_file) {
   backbone_registry().add(name, [name, tv_file](const ConfigNode& node) -> BackbonePtr {
-    node.check_keys({"name", "pretrained", "class_num", "input_image_channel", "data_format"});
+    node.check_keys({"name", "pretrained", "class_num", "input_image_channel", "data_format", "stem_act"});
     check_data_format(node);
     auto opts = resnet_options(name);
+    // PaddleClas `stem_act`: "relu" (default) or null for no activation after the stem.
+    if (node.has("stem_act")) {
+      const auto act = node["stem_act"];
+      if (act.defined() && act.as<std::string>() != "relu")
+        act.fail("supported values are relu and null (no activation after the stem)");
+      opts.stem_act(act.defined());
+    }
     opts.class_num(node.get<int64_t>("class_num", 1000));
     opts.in_channels(node.get<int64_t>("input_image_channel", 3));
     if (opts.class_num() <= 0) node["class_num"].fail("must be positive");

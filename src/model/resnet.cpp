@@ -88,13 +88,15 @@ ResNetImpl::ResNetImpl(ResNetOptions o) : options_(std::move(o)) {
     for (int i = 0; i < 3; ++i) {
       stem->push_back(conv(widths[i][0], widths[i][1], 3, i == 0 ? 2 : 1));
       stem->push_back(nn::BatchNorm2d(widths[i][1]));
-      stem->push_back(nn::ReLU());
+      if (o_.stem_act()) stem->push_back(nn::ReLU());
+      else stem->push_back(nn::Identity());
     }
     register_module("stem", stem);
   } else {
     register_module("conv1", nn::Conv2d(nn::Conv2dOptions(o_.in_channels(), 64, 7).stride(2).padding(3).bias(false)));
     register_module("bn1", nn::BatchNorm2d(64));
-    register_module("relu", nn::ReLU());
+    if (o_.stem_act()) register_module("relu", nn::ReLU());
+    else register_module("relu", nn::Identity());
   }
   register_module("maxpool", nn::MaxPool2d(nn::MaxPool2dOptions(3).stride(2).padding(1)));
 

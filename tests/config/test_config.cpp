@@ -80,6 +80,10 @@ TEST(Config, OverridesParseYamlValues) {
   EXPECT_EQ(c["list"].at(0)["A"]["x"].as<int>(), 7);
   EXPECT_EQ(c["Global"]["new_key"].as<std::string>(), "abc");
   EXPECT_NE(message_of([&] { c.apply_override("list.9.A=1"); }).find("out of range"), std::string::npos);
+  // Errors in overridden values say so instead of pointing at a line of the file.
+  c.apply_override("Arch.Head.margin=wide");
+  const auto msg = message_of([&] { c["Arch"]["Head"]["margin"].as<double>(); });
+  EXPECT_NE(msg.find("t.yaml: Arch.Head.margin (set by -o): expected a number, got 'wide'"), std::string::npos) << msg;
   EXPECT_NE(message_of([&] { c.apply_override("Global.epochs.x=1"); }).find("is a value"), std::string::npos);
   EXPECT_NE(message_of([&] { c.apply_override("novalue"); }).find("expected Key.sub=value"), std::string::npos);
 }
@@ -101,4 +105,15 @@ TEST(Registry, UnknownNameListsValidNames) {
   EXPECT_NE(msg.find("valid names: ArcMargin, CosMargin"), std::string::npos) << msg;
   auto ok = Config::from_string("Head:\n  name: CosMargin\n", "h.yaml");
   EXPECT_EQ(reg.create_named(ok["Head"]), 2);
+}
+
+TEST(Config, CopiesAreDeepAndKeepLines) {
+  auto a = Config::from_string(kYaml, "t.yaml");
+  a.apply_override("Global.epochs=7");
+  Config b = a;
+  b.apply_override("Global.epochs=9");
+  EXPECT_EQ(a["Global"]["epochs"].as<int>(), 7);
+  EXPECT_EQ(b["Global"]["epochs"].as<int>(), 9);
+  const auto msg = message_of([&] { b["Arch"]["Head"]["name"].as<int>(); });
+  EXPECT_NE(msg.find("t.yaml:7: Arch.Head.name"), std::string::npos) << msg;
 }

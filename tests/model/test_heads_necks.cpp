@@ -527,6 +527,8 @@ TEST(HeadConfig, MissingRequiredKeys) {
   EXPECT_NE(msg.find("'class_num'"), std::string::npos) << msg;
   // CircleMargin has no default margin/scale (as in PaddleClas).
   msg = error_of([] { make_head(head_yaml("    name: CircleMargin\n    embedding_size: 3\n    class_num: 3\n")); });
+  EXPECT_TRUE(msg.find("'margin'") != std::string::npos || msg.find("'scale'") != std::string::npos) << msg;
+  msg = error_of([] { make_head(head_yaml("    name: CircleMargin\n    embedding_size: 3\n    class_num: 3\n    scale: 2\n")); });
   EXPECT_NE(msg.find("'margin'"), std::string::npos) << msg;
 }
 

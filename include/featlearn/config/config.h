@@ -11,6 +11,7 @@
 
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -77,8 +78,12 @@ class ConfigNode {
   const std::shared_ptr<const std::string>& file() const { return file_; }
 
  private:
+  friend class Config;
+  ConfigNode child(YAML::Node node, std::string path) const;
+  bool overridden() const;  // this value (or one above it) was set by -o
   std::string type_name() const;
   int line_ = -1;  // 1-based, -1 when unknown
+  std::shared_ptr<const std::set<std::string>> overrides_;  // key paths set by -o
   YAML::Node node_;
   std::string path_;
   std::shared_ptr<const std::string> file_;
@@ -87,6 +92,13 @@ class ConfigNode {
 // A loaded config: the root node plus the file name. Overrides are applied in place.
 class Config {
  public:
+  Config() = default;
+  // Copies are deep (YAML nodes are references otherwise): overriding a copy leaves the original alone.
+  Config(const Config& other);
+  Config& operator=(const Config& other);
+  Config(Config&&) = default;
+  Config& operator=(Config&&) = default;
+
   static Config load(const std::string& file);
   static Config from_string(const std::string& yaml_text, const std::string& name = "<string>");
 
@@ -104,8 +116,12 @@ class Config {
   const std::string& file() const { return *file_; }
 
  private:
+  void set_value(const std::string& assignment);
   YAML::Node root_;
   std::shared_ptr<const std::string> file_;
+  std::shared_ptr<std::set<std::string>> overrides_ = std::make_shared<std::set<std::string>>();
+  std::string text_;                    // the source, so copies can re-parse it (YAML::Clone drops positions)
+  std::vector<std::string> applied_;    // overrides applied so far, in order
 };
 
 }  // namespace featlearn

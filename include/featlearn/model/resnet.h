@@ -34,6 +34,7 @@ struct ResNetOptions {
   TORCH_ARG(bool, deep_stem) = false;       // vd stem
   TORCH_ARG(bool, avg_down) = false;        // vd shortcut
   TORCH_ARG(int64_t, last_stride) = 2;      // stride of layer4
+  TORCH_ARG(bool, stem_act) = true;         // ReLU after the stem conv(s); PaddleClas `stem_act: null` = none
 };
 
 // torchvision BasicBlock: conv1 bn1 relu conv2 bn2 (+downsample), relu(out + shortcut).

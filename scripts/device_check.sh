@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# GPU check (run on the device machine, which has pip LibTorch 2.x with CUDA but no OpenCV / fmt / gtest):
+# compiles the OpenCV-free areas (common, config, io, model, loss, optim, metric) and their tests against that
+# LibTorch with the headers/static libs carried in build-optim-devdeps/, then runs the tests (CUDA tests
+# included). Usage: bash scripts/device_check.sh   (set OUT to collect logs)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+D=build-optim-devdeps
+OUT=${OUT:-/tmp/device_out}; mkdir -p "$OUT"
+TORCH=$(python3 -c "import torch,os;print(os.path.dirname(torch.__file__))")
+python3 -c "import torch;print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
+B=/tmp/flbuild; mkdir -p $B
+FLAGS="-std=c++17 -O1 -w -DFMT_HEADER_ONLY -DFEATLEARN_SOURCE_DIR=\"$PWD\" -DFEATLEARN_BINARY_DIR=\"$B\" \
+  -Iinclude -I$D/include -I$TORCH/include -I$TORCH/include/torch/csrc/api/include"
+SRCS=$(ls src/{common,config,io,model,loss,optim,metric}/*.cpp tests/{model,io,loss,optim,metric}/*.cpp)
+for f in $SRCS; do
+  o=$B/$(echo $f | tr / _).o
+  echo "g++ $FLAGS -c $f -o $o > $o.log 2>&1 || { echo FAILED $f; cat $o.log | grep -m10 -A3 error; }"
+done > $B/jobs.txt
+xargs -P "$(nproc)" -I{} sh -c '{}' < $B/jobs.txt 2>&1 | tee $OUT/compile.log
+LIBOBJ=$(ls $B/src_*.o)
+LINK="$D/lib/libgtest_main.a $D/lib/libgtest.a $D/lib/libyaml-cpp.a -L$TORCH/lib -Wl,--no-as-needed -ltorch -ltorch_cuda -ltorch_cpu -lc10 -lc10_cuda -Wl,--as-needed -Wl,-rpath,$TORCH/lib -lpthread"
+python3 tests/fixtures/make_fixtures.py --out $B/fixtures > $OUT/fixtures.log 2>&1 || echo "fixtures failed"
+rc=0
+for area in model io loss optim metric; do
+  g++ $B/tests_${area}_*.o $LIBOBJ $LINK -o $B/test_$area > $OUT/link_$area.log 2>&1 || { echo "LINK FAILED $area"; head -20 $OUT/link_$area.log; rc=1; continue; }
+  (cd $B && FEATLEARN_BINARY_DIR=$B ./test_$area > $OUT/test_$area.log 2>&1); r=$?
+  echo "test_$area: exit $r; $(grep -E '^\[  (PASSED|FAILED|SKIPPED) ' $OUT/test_$area.log | tr '\n' ' ')"
+  [ $r -ne 0 ] && { grep -E '^\[  FAILED|Failure' -A3 $OUT/test_$area.log | head -30; rc=1; }
+done
+exit $rc
