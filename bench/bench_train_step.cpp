@@ -14,6 +14,7 @@
 #include <iostream>
 
 int main(int argc, char** argv) {
+  featlearn::ensure_blas_coretype(argv);
   CLI::App app{"compute-only training rate"};
   std::string cfg_path;
   std::vector<std::string> overrides;

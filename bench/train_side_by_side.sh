@@ -6,6 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EPOCHS=${1:-20}; SEED=${2:-0}
+# featlearn picks the OpenBLAS core type for this CPU itself; give the peer (same Debian OpenBLAS) the same.
+export OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-$(grep -qw avx512bw /proc/cpuinfo && echo SkylakeX || { grep -qw avx2 /proc/cpuinfo && echo Haswell; } || true)}
 ROOT=dataset/emoji_reid
 PEER=${PEER_REID:-../shared/benchmarks/peer_reid.py}
 [ -f $ROOT/train_list.txt ] || build/featlearn prepare-emoji --out $ROOT

@@ -7,6 +7,7 @@
 #include <iostream>
 
 int main(int argc, char** argv) {
+  featlearn::ensure_blas_coretype(argv);
   CLI::App app{"featlearn: feature (embedding) learning for image retrieval (PaddleClas RecModel configs)"};
   app.require_subcommand(1);
 

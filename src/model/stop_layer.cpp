@@ -315,7 +315,7 @@ BackbonePtr build_backbone(const ConfigNode& backbone_node, const ConfigNode& st
   BackbonePtr bb = backbone_registry().create_named(backbone_node);
   if (stop_layer_node.defined()) {
     if (!stop_layer_node.is_map()) stop_layer_node.fail("expected a map with a 'name' key");
-    stop_layer_node.check_keys({"name"});
+    stop_layer_node.check_keys({"name", "output_dim"});
     const std::string name = stop_layer_node.require<std::string>("name");
     try {
       apply_stop_layer(*bb, name);
@@ -323,6 +323,18 @@ BackbonePtr build_backbone(const ConfigNode& backbone_node, const ConfigNode& st
       throw;
     } catch (const Error& e) {
       stop_layer_node["name"].fail(e.what());
+    }
+    // PaddleClas configs may state the truncated backbone's width (`output_dim`, which PaddleClas itself never
+    // reads); featlearn checks it with one small forward pass instead of ignoring it.
+    if (auto dim = stop_layer_node.optional<int64_t>("output_dim")) {
+      torch::NoGradGuard ng;
+      const bool was_training = bb->is_training();
+      bb->eval();
+      const auto width = bb->forward(torch::zeros({1, 3, 64, 64})).flatten(1).size(1);
+      bb->train(was_training);
+      if (width != *dim)
+        stop_layer_node["output_dim"].fail("the backbone truncated after '" + name + "' outputs " +
+                                           std::to_string(width) + " values per image, not " + std::to_string(*dim));
     }
   }
   auto* sb = dynamic_cast<StoppableBackboneImpl*>(bb.get());

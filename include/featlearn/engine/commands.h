@@ -38,5 +38,8 @@ int cmd_prepare_emoji(const std::string& out_dir, const std::string& cache_dir);
 
 // Sets LibTorch's intra-op thread count to the machine's cores (LibTorch defaults to 1 here).
 void init_runtime();
+// Call first in main(): re-executes the program once with OPENBLAS_CORETYPE set for this CPU when the user has
+// not set it (Debian's OpenBLAS otherwise uses its slowest kernels on recent Xeons).
+void ensure_blas_coretype(char** argv);
 
 }  // namespace featlearn
