@@ -10,7 +10,8 @@ OUT=${OUT:-/tmp/device_out}; mkdir -p "$OUT"
 TORCH=$(python3 -c "import torch,os;print(os.path.dirname(torch.__file__))")
 python3 -c "import torch;print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
 B=/tmp/flbuild; mkdir -p $B
-FLAGS="-std=c++17 -O1 -w -DFMT_HEADER_ONLY -DFEATLEARN_SOURCE_DIR=\"$PWD\" -DFEATLEARN_BINARY_DIR=\"$B\" \
+printf '#define FEATLEARN_SOURCE_DIR "%s"\n#define FEATLEARN_BINARY_DIR "%s"\n' "$PWD" "$B" > $B/defs.h
+FLAGS="-std=c++17 -O1 -w -DFMT_HEADER_ONLY -include $B/defs.h \
   -Iinclude -I$D/include -I$TORCH/include -I$TORCH/include/torch/csrc/api/include"
 SRCS=$(ls src/{common,config,io,model,loss,optim,metric}/*.cpp tests/{model,io,loss,optim,metric}/*.cpp)
 for f in $SRCS; do
