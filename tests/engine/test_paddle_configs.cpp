@@ -92,3 +92,27 @@ TEST(PaddleConfigs, ErrorsNameTheKey) {
   msg = error_of([&] { check_root_sections(bad_section.root()); });
   EXPECT_NE(msg.find("Optimiser: unknown key; did you mean Optimizer?"), std::string::npos) << msg;
 }
+
+// Issue acceptance: `featlearn describe` on the seed config.
+TEST(Describe, SeedConfigShowsFeatureShapeAndPaddleNames) {
+  const std::string cfg = std::string(FEATLEARN_SOURCE_DIR) + "/configs/seed_config.yaml";
+  testing::internal::CaptureStdout();
+  EXPECT_EQ(cmd_describe(ConfigArgs{cfg, {"Arch.Backbone.pretrained=False"}}), 0);
+  std::string out = testing::internal::GetCapturedStdout();
+  EXPECT_NE(out.find("features: [N,512]"), std::string::npos) << out;
+  EXPECT_NE(out.find("adaptive_avg_pool2d_0"), std::string::npos) << out;
+
+  testing::internal::CaptureStdout();
+  EXPECT_EQ(cmd_describe(ConfigArgs{cfg, {"Arch.Backbone.pretrained=False", "Arch.BackboneStopLayer.name=flatten",
+                                          "Arch.Neck=null", "Arch.Head=null"}}),
+            0);
+  out = testing::internal::GetCapturedStdout();
+  EXPECT_NE(out.find("features: [N,2048]"), std::string::npos) << out;
+
+  const auto msg = error_of([&] { cmd_describe(ConfigArgs{cfg, {"Arch.Backbone.pretrained=False", "Arch.Head.name=ArcMarginX"}}); });
+  EXPECT_NE(msg.find("Arch.Head.name (set by -o): unknown Arch.Head 'ArcMarginX'"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("ArcMargin"), std::string::npos) << msg;
+  // `pretrained: True` without a file says where to put one.
+  const auto pre = error_of([&] { cmd_describe(ConfigArgs{cfg, {}}); });
+  EXPECT_NE(pre.find("Arch.Backbone.pretrained"), std::string::npos) << pre;
+}
