@@ -28,9 +28,7 @@ void print_config(const Config& c) {
 
 // The Eval preprocessing that extract should apply: DataLoader.Eval(.Query).dataset.transform_ops.
 YAML::Node eval_transform_ops(const ConfigNode& root) {
-  auto eval = root["DataLoader"]["Eval"];
-  auto set = eval.has("Query") ? eval["Query"] : eval;
-  auto ops = set["dataset"]["transform_ops"];
+  auto ops = eval_sections(root["DataLoader"]["Eval"]).first["dataset"]["transform_ops"];
   if (!ops.defined())
     root.fail("export needs DataLoader.Eval (Query) dataset.transform_ops to record the inference preprocessing");
   return YAML::Clone(ops.yaml());
@@ -126,11 +124,7 @@ torch::Tensor InferenceModel::embed(const torch::Tensor& images) {
   torch::NoGradGuard no_grad;
   auto out = model->forward(images).get(output_key).flatten(1).to(torch::kFloat32);
   if (add_softmax) out = torch::softmax(out, 1);
-  if (output_key != "logits") {
-    if (feature_normalize) out = torch::nn::functional::normalize(out, torch::nn::functional::NormalizeFuncOptions().dim(1));
-    if (feature_binarize == "round") out = torch::round(out) * 2.0 - 1.0;
-    if (feature_binarize == "sign") out = torch::sign(out);
-  }
+  if (output_key != "logits") out = postprocess_features(out, feature_normalize, feature_binarize);
   return out;
 }
 

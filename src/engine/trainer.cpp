@@ -29,7 +29,14 @@ std::string format_duration(double seconds) {
   return fmt::format("{}:{:02d}:{:02d}", s / 3600, (s / 60) % 60, s % 60);
 }
 
-// DataLoader.Eval may hold Query/Gallery sets, or one set used as both.
+std::string yaml_of(const ConfigNode& n) {
+  YAML::Emitter e;
+  e << n.yaml();
+  return e.c_str();
+}
+
+}  // namespace
+
 std::pair<ConfigNode, std::optional<ConfigNode>> eval_sections(const ConfigNode& eval) {
   if (eval.has("Query") || eval.has("Gallery")) {
     eval.check_keys({"Query", "Gallery"});
@@ -40,13 +47,14 @@ std::pair<ConfigNode, std::optional<ConfigNode>> eval_sections(const ConfigNode&
   return {eval, std::nullopt};
 }
 
-std::string yaml_of(const ConfigNode& n) {
-  YAML::Emitter e;
-  e << n.yaml();
-  return e.c_str();
+torch::Tensor postprocess_features(torch::Tensor features, bool normalize, const std::string& binarize) {
+  if (normalize)
+    features = torch::nn::functional::normalize(features,
+                                                torch::nn::functional::NormalizeFuncOptions().p(2).dim(1).eps(1e-12));
+  if (binarize == "round") features = torch::round(features) * 2.0 - 1.0;
+  if (binarize == "sign") features = torch::sign(features);
+  return features;
 }
-
-}  // namespace
 
 struct Trainer::State {
   Config config;
@@ -55,6 +63,7 @@ struct Trainer::State {
   torch::Device device{torch::kCPU};
   RecModel model{nullptr};
   CombinedLoss train_loss{nullptr};
+  CombinedLoss eval_loss{nullptr};  // Loss.Eval: reported in classification eval, as PaddleClas does
   std::unique_ptr<OptimizerSet> optimizer;
   std::unique_ptr<DataLoader> train_loader;
   std::optional<MetricSet> metrics;
@@ -120,7 +129,10 @@ Trainer::Trainer(Config config, Mode mode) : s_(std::make_unique<State>(std::mov
     s.metrics = MetricSet::create(root["Metric"]["Eval"]);
   }
 
-  if (root["Loss"]["Eval"].defined()) CombinedLoss validate_eval_loss(root["Loss"]["Eval"]);
+  if (root["Loss"]["Eval"].defined()) {
+    s.eval_loss = CombinedLoss(root["Loss"]["Eval"]);
+    s.eval_loss->to(s.device);
+  }
   if (mode == Mode::kTrain) {
     if (!root["Loss"]["Train"].defined()) root.fail("missing Loss.Train (the training losses)");
     root["Loss"].check_keys({"Train", "Eval"});
@@ -212,9 +224,11 @@ MetricValues Trainer::train(int64_t stop_after_epoch) {
       window_seconds += std::chrono::duration<double>(t1 - tick).count();
       tick = t1;
 
+      std::vector<double> term_values;
+      for (const auto& t : res.terms) term_values.push_back(t.second.item<double>());
       if (sums.empty())
         for (const auto& t : res.terms) sums.emplace_back(t.first, 0.0);
-      for (size_t k = 0; k < res.terms.size(); ++k) sums[k].second += res.terms[k].second.item<double>();
+      for (size_t k = 0; k < term_values.size(); ++k) sums[k].second += term_values[k];
       const double total = res.total.item<double>();
       if (!std::isfinite(total))
         throw Error(fmt::format("training diverged at epoch {} iteration {}: loss is {} (lower the learning rate?)",
@@ -230,7 +244,8 @@ MetricValues Trainer::train(int64_t stop_after_epoch) {
         const double eta = done > 0 ? elapsed / done * left : -1;
         std::string line = fmt::format("[Train][Epoch {}/{}][Iter {}/{}] lr: {:.5f}", epoch, g.epochs, it, iters,
                                        lrs.empty() ? 0.0 : lrs[0]);
-        for (const auto& t : res.terms) line += fmt::format(", {}: {:.5f}", t.first, t.second.item<double>());
+        for (size_t k = 0; k < term_values.size(); ++k)
+          line += fmt::format(", {}: {:.5f}", sums[k].first, term_values[k]);
         line += fmt::format(", loss: {:.5f}, ips: {:.1f} images/s, eta: {}", total, ips, format_duration(eta));
         if (s.tty) {
           fmt::print("\r{:<140}", line);
@@ -243,7 +258,7 @@ MetricValues Trainer::train(int64_t stop_after_epoch) {
         if (print) {
           nlohmann::json j = {{"phase", "train"}, {"epoch", epoch}, {"iter", it}, {"global_step", (epoch - 1) * iters + it},
                               {"lr", lrs.empty() ? 0.0 : lrs[0]}, {"loss", total}, {"ips", ips}};
-          for (const auto& t : res.terms) j[t.first] = t.second.item<double>();
+          for (size_t k = 0; k < term_values.size(); ++k) j[sums[k].first] = term_values[k];
           s.log_json(j);
           window_images = 0;
           window_seconds = 0;
@@ -303,11 +318,7 @@ FeatureSet extract_features(RecModel& model, DataLoader& loader, const GlobalCon
   }
   if (feats.empty()) throw Error("an evaluation set yields no images");
   FeatureSet fs;
-  fs.features = torch::cat(feats);
-  if (g.feature_normalize) fs.features = torch::nn::functional::normalize(
-                               fs.features, torch::nn::functional::NormalizeFuncOptions().p(2).dim(1).eps(1e-12));
-  if (g.feature_binarize == "round") fs.features = torch::round(fs.features) * 2.0 - 1.0;
-  if (g.feature_binarize == "sign") fs.features = torch::sign(fs.features);
+  fs.features = postprocess_features(torch::cat(feats), g.feature_normalize, g.feature_binarize);
   fs.labels = torch::cat(labels);
   fs.camids = torch::cat(camids);
   if ((fs.camids < 0).all().item<bool>()) fs.camids = torch::Tensor();  // dataset without cameras
@@ -349,12 +360,8 @@ MetricValues Trainer::evaluate(int64_t epoch) {
     loader->start_epoch(0);
     std::vector<torch::Tensor> logits, labels;
     // Loss.Eval is reported in classification mode (as PaddleClas does); retrieval mode has no eval loss.
-    CombinedLoss eval_loss{nullptr};
-    if (root["Loss"]["Eval"].defined()) {
-      eval_loss = CombinedLoss(root["Loss"]["Eval"]);
-      eval_loss->to(s.device);
-      eval_loss->eval();
-    }
+    auto& eval_loss = s.eval_loss;
+    if (eval_loss) eval_loss->eval();
     std::vector<std::pair<std::string, double>> loss_sums;
     int64_t batches = 0;
     while (auto b = loader->next()) {

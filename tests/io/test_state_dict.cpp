@@ -4,6 +4,8 @@
 #include <featlearn/common/error.h>
 
 #include <gtest/gtest.h>
+
+#include "../fixture_path.h"
 #include <torch/torch.h>
 
 #include <cstdlib>
@@ -16,16 +18,6 @@ using featlearn::Error;
 using featlearn::load_torch_state_dict;
 
 namespace {
-
-std::string fixture(const std::string& name) {
-  const char* env = std::getenv("FEATLEARN_BINARY_DIR");
-  const fs::path dir = fs::path(env ? env : FEATLEARN_BINARY_DIR) / "fixtures";
-  const fs::path p = dir / name;
-  if (!fs::exists(p))
-    ADD_FAILURE() << "fixture " << p << " missing: run `python3 tests/fixtures/make_fixtures.py --out "
-                  << dir.string() << "` (scripts/test.sh does it before ctest)";
-  return p.string();
-}
 
 std::map<std::string, torch::Tensor> load_map(const std::string& path) {
   std::map<std::string, torch::Tensor> m;

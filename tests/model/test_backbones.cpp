@@ -8,6 +8,8 @@
 #include <featlearn/config/config.h>
 
 #include <gtest/gtest.h>
+
+#include "../fixture_path.h"
 #include <torch/torch.h>
 #include <yaml-cpp/yaml.h>
 
@@ -19,16 +21,6 @@ namespace fs = std::filesystem;
 using namespace featlearn;
 
 namespace {
-
-std::string fixture(const std::string& name) {
-  const char* env = std::getenv("FEATLEARN_BINARY_DIR");
-  const fs::path dir = fs::path(env ? env : FEATLEARN_BINARY_DIR) / "fixtures";
-  const fs::path p = dir / name;
-  if (!fs::exists(p))
-    ADD_FAILURE() << "fixture " << p << " missing: run `python3 tests/fixtures/make_fixtures.py --out "
-                  << dir.string() << "` (scripts/test.sh does it before ctest)";
-  return p.string();
-}
 
 // Builds Arch.Backbone (+ Arch.BackboneStopLayer) from YAML text.
 BackbonePtr build(const std::string& backbone_yaml, const std::string& stop = "") {

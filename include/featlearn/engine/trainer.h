@@ -6,6 +6,7 @@
 #include <featlearn/metric/retrieval.h>
 
 #include <memory>
+#include <optional>
 #include <string>
 
 namespace featlearn {
@@ -37,5 +38,12 @@ class Trainer {
 struct FeatureSet {
   torch::Tensor features, labels, camids;
 };
+
+// Global.feature_normalize / feature_binarize applied to [N, D] features; shared by eval and the exported
+// inference model so both produce the same features.
+torch::Tensor postprocess_features(torch::Tensor features, bool normalize, const std::string& binarize);
+
+// DataLoader.Eval holds Query/Gallery sets or one set used as both: (query, gallery if distinct).
+std::pair<ConfigNode, std::optional<ConfigNode>> eval_sections(const ConfigNode& eval);
 
 }  // namespace featlearn
