@@ -3,6 +3,8 @@
 
 #include <featlearn/common/error.h>
 #include <featlearn/engine/commands.h>
+#include <featlearn/index/commands.h>
+#include <featlearn/serve/server.h>
 
 #include <iostream>
 
@@ -49,6 +51,57 @@ int main(int argc, char** argv) {
   prep->add_option("--out", emoji_out, "output directory")->capture_default_str();
   prep->add_option("--cache", emoji_cache, "download/extract cache")->capture_default_str();
 
+  // featlearn index build|append|remove|search|eval|info (docs/index.md)
+  auto* index = app.add_subcommand("index", "Gallery index: build, append, remove, search, eval, info");
+  index->require_subcommand(1);
+  featlearn::IndexBuildArgs ib;
+  auto add_index_cfg = [&](CLI::App* sub, featlearn::ConfigArgs& c) {
+    sub->add_option("-c,--config", c.config, "PaddleClas-style inference config (IndexProcess)")->required();
+    sub->add_option("-o,--override", c.overrides, "Key.sub=value override (repeatable)")->take_all();
+  };
+  auto* ibuild = index->add_subcommand("build", "Run IndexProcess.index_operation (default new: build the index)");
+  add_index_cfg(ibuild, ib.cfg);
+  auto* iappend = index->add_subcommand("append", "Embed and add the data_file lines not yet in the index");
+  add_index_cfg(iappend, ib.cfg);
+  auto* iremove = index->add_subcommand("remove", "Remove data_file lines (IndexProcess.remove_by), ids or labels");
+  add_index_cfg(iremove, ib.cfg);
+  iremove->add_option("--ids", ib.remove_ids, "item ids to remove (instead of data_file)")->delimiter(',');
+  iremove->add_option("--labels", ib.remove_labels, "labels whose items to remove (instead of data_file)")
+      ->delimiter(',');
+  featlearn::IndexSearchArgs is;
+  auto* isearch = index->add_subcommand("search", "Search the index with images; one JSON line per query");
+  add_index_cfg(isearch, is.cfg);
+  isearch->add_option("--image", is.image, "one query image");
+  isearch->add_option("--list", is.list, "query list (data_file format, paths relative to image_root)");
+  isearch->add_option("--top-k", is.top_k, "results per query (default IndexProcess.return_k)");
+  isearch->add_option("--score-thres", is.score_thres, "IP: min score; L2: max distance; hamming: max bits");
+  isearch->add_option("--out", is.out, "write the JSON lines here instead of stdout");
+  featlearn::IndexEvalArgs ie;
+  auto* ieval = index->add_subcommand("eval", "Recall@k of the index against exact search (+ label accuracy)");
+  add_index_cfg(ieval, ie.cfg);
+  ieval->add_option("--list", ie.list, "query images with labels (data_file format)");
+  ieval->add_option("--sample", ie.sample, "without --list: stored vectors used as queries")->capture_default_str();
+  ieval->add_option("--top-k", ie.top_k, "k (default IndexProcess.return_k)");
+  ieval->add_option("--out", ie.out, "also write the JSON report here");
+  std::string info_dir;
+  auto* iinfo = index->add_subcommand("info", "Items, dimension, metric, type, fingerprint, size, consistency");
+  iinfo->add_option("--index-dir", info_dir, "index directory")->required();
+
+  // featlearn serve (docs/serve.md)
+  featlearn::ServeArgs sv;
+  auto* serve = app.add_subcommand("serve", "HTTP/JSON retrieval service over one index (and its model)");
+  serve->add_option("-c,--config", sv.cfg.config, "inference config (model + IndexProcess)");
+  serve->add_option("-o,--override", sv.cfg.overrides, "Key.sub=value override (repeatable)")->take_all();
+  serve->add_option("--index-dir", sv.index_dir, "vector-only service over this index (instead of -c)");
+  serve->add_option("--host", sv.opt.host, "bind address (non-loopback needs --token-file)")->capture_default_str();
+  serve->add_option("--port", sv.opt.port, "port (0: ephemeral)")->capture_default_str();
+  serve->add_option("--token-file", sv.opt.token_file, "bearer token required for POST/DELETE /items");
+  serve->add_option("--max-body-bytes", sv.opt.max_body_bytes, "request body limit")->capture_default_str();
+  serve->add_option("--max-pixels", sv.opt.max_pixels, "decoded image pixel limit")->capture_default_str();
+  serve->add_option("--max-batch", sv.opt.max_batch, "images per forward pass")->capture_default_str();
+  serve->add_option("--max-wait-us", sv.opt.max_wait_us, "batching wait")->capture_default_str();
+  serve->add_option("--threads", sv.opt.threads, "request threads (0: max(8, 2 x cores))")->capture_default_str();
+
   CLI11_PARSE(app, argc, argv);
   try {
     featlearn::init_runtime();
@@ -59,6 +112,13 @@ int main(int argc, char** argv) {
     if (*extract) return featlearn::cmd_extract(ex);
     if (*bench) return featlearn::cmd_bench_data(cfg_args, bench_iters, bench_workers);
     if (*prep) return featlearn::cmd_prepare_emoji(emoji_out, emoji_cache);
+    if (*ibuild) return featlearn::cmd_index_build(ib);
+    if (*iappend) return ib.operation = "append", featlearn::cmd_index_build(ib);
+    if (*iremove) return ib.operation = "remove", featlearn::cmd_index_build(ib);
+    if (*isearch) return featlearn::cmd_index_search(is);
+    if (*ieval) return featlearn::cmd_index_eval(ie);
+    if (*iinfo) return featlearn::cmd_index_info(info_dir);
+    if (*serve) return featlearn::cmd_serve(sv);
   } catch (const featlearn::Error& e) {
     std::cerr << "error: " << e.what() << "\n";
     return 2;

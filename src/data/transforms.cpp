@@ -915,13 +915,19 @@ cv::Mat TransformPipeline::decode(const std::string& path) const {
   std::vector<uchar> buf(n);
   if (n == 0 || !f.read(reinterpret_cast<char*>(buf.data()), static_cast<std::streamsize>(n)))
     throw BadImageError(fmt::format("cannot read image '{}' (empty or unreadable file)", path));
+  return decode_bytes(buf.data(), buf.size(), "'" + path + "'");
+}
+
+cv::Mat TransformPipeline::decode_bytes(const void* data, size_t size, const std::string& what) const {
+  if (size == 0) throw BadImageError(fmt::format("cannot decode image {} (no bytes)", what));
+  const cv::Mat raw(1, static_cast<int>(size), CV_8UC1, const_cast<void*>(data));
   cv::Mat img;
   try {
-    img = cv::imdecode(buf, cv::IMREAD_COLOR);
+    img = cv::imdecode(raw, cv::IMREAD_COLOR);
   } catch (const cv::Exception& e) {
-    throw BadImageError(fmt::format("cannot decode image '{}': {}", path, e.what()));
+    throw BadImageError(fmt::format("cannot decode image {}: {}", what, e.what()));
   }
-  if (img.empty()) throw BadImageError(fmt::format("cannot decode image '{}' (not a supported image file?)", path));
+  if (img.empty()) throw BadImageError(fmt::format("cannot decode image {} (not a supported image file?)", what));
   if (to_rgb_) cv::cvtColor(img, img, cv::COLOR_BGR2RGB);
   return img;
 }

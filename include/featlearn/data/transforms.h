@@ -69,6 +69,9 @@ class TransformPipeline {
   // Reads and decodes an image file (DecodeImage semantics). Throws BadImageError when the file cannot be
   // read or decoded.
   cv::Mat decode(const std::string& path) const;
+  // Decodes an in-memory encoded image (same semantics); `what` names it in errors. An image over OpenCV's
+  // pixel limit (OPENCV_IO_MAX_IMAGE_PIXELS) is a BadImageError too.
+  cv::Mat decode_bytes(const void* data, size_t size, const std::string& what) const;
   // Applies the ops after DecodeImage.
   void apply(cv::Mat& img, Rng& rng) const;
   // decode + crop to `box` (when given) + apply.

@@ -1,0 +1,17 @@
+// Atomic file writes: readers see the old file or the new one, never a partial one, even after kill -9 or a
+// power loss (the data and the directory entry are fsync()ed).
+#pragma once
+#include <cstddef>
+#include <string>
+
+namespace featlearn {
+
+// Writes `size` bytes to `path` via `path.tmp` + fsync + rename + fsync of the directory. Throws Error.
+void write_file_atomic(const std::string& path, const void* data, size_t size);
+inline void write_file_atomic(const std::string& path, const std::string& text) {
+  write_file_atomic(path, text.data(), text.size());
+}
+// fsync() of a directory (after a rename into it). Throws Error.
+void fsync_directory(const std::string& dir);
+
+}  // namespace featlearn
