@@ -46,9 +46,8 @@ std::unique_ptr<Embedder> make_embedder(const InferenceConfig& c) {
 
 std::vector<std::string> split_fields(const std::string& line, const std::string& delimiter) {
   std::vector<std::string> out;
-  const bool whitespace =
-      std::all_of(delimiter.begin(), delimiter.end(), [](unsigned char ch) { return std::isspace(ch); });
-  if (whitespace) {
+  // " " splits on runs of whitespace (VeriWild-style lists); any other delimiter, "\t" included, exactly.
+  if (delimiter == " ") {
     std::istringstream in(line);
     std::string f;
     while (in >> f) out.push_back(f);

@@ -42,7 +42,7 @@ int cmd_index_eval(const IndexEvalArgs& args);
 
 int cmd_index_info(const std::string& index_dir);
 
-// A gallery list line: `path<delimiter>label[<delimiter>...]`; a whitespace delimiter splits on runs of
+// A gallery list line: `path<delimiter>label[<delimiter>...]`; the delimiter " " splits on runs of
 // whitespace. Throws Error naming file:line.
 struct GalleryLine {
   std::string path, label, extra;

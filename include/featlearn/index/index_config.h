@@ -2,7 +2,7 @@
 //
 // Global:
 //   rec_inference_model_dir  (required unless vector-only) a `featlearn export` directory
-//   batch_size (1)           images per forward pass when searching a list
+//   batch_size               images per forward pass when searching (default: IndexProcess.batch_size)
 //   use_gpu (false)          run the model on CUDA when LibTorch has it (a warning and CPU otherwise)
 //   cpu_num_threads (0)      LibTorch intra-op threads (0: all cores)
 //   infer_imgs               accepted (PaddleClas's demo input); `index search --image` takes the query
@@ -20,7 +20,7 @@
 //   batch_size (32)          images per forward pass when building
 //   index_dir                (required) the index directory
 //   image_root, data_file    the gallery list: `path<delimiter>label[<delimiter>...]` per line
-//   delimiter ("\t")         field separator of data_file (" " splits on any whitespace run)
+//   delimiter ("\t")         field separator of data_file (" " splits on any whitespace run; others exactly)
 //   index_operation (new)    new | append | remove
 //   return_k (5), score_thres (none), hamming_radius (none)
 //   ef_construction (40), ef_search (128), nlist (0: PaddleClas's rule), nprobe (16)
