@@ -411,6 +411,17 @@ int cmd_index_eval(const IndexEvalArgs& args) {
     rep["top1_accuracy"] = top1 / static_cast<double>(nq);
     rep["top5_accuracy"] = top5 / static_cast<double>(nq);
   }
+  const auto& sp = idx->spec();
+  fmt::print(stderr,
+             "index eval: {} ({} items, {} {}, {}-d, model {}): {} queries ({}), k={}: recall@{} vs exact {:.4f} "
+             "(efSearch {}, nprobe {}), {:.0f} queries/s vs exact {:.0f}{}\n",
+             c.index.index_dir, idx->size(), sp.index_method, index_metric_name(sp.metric), sp.dim,
+             sp.model_fingerprint.empty() ? "none" : sp.model_fingerprint, nq, source, opt.top_k, opt.top_k,
+             recall / static_cast<double>(nq), opt.ef_search, opt.nprobe, rep["ann_qps"].get<double>(),
+             rep["exact_qps"].get<double>(),
+             qlabels.empty() ? std::string()
+                             : fmt::format("; label top-1 accuracy {:.4f}, top-5 accuracy {:.4f}",
+                                           top1 / static_cast<double>(nq), top5 / static_cast<double>(nq)));
   const std::string text = rep.dump(2) + "\n";
   std::cout << text << std::flush;
   if (!args.out.empty()) write_file_atomic(args.out, text);
