@@ -22,6 +22,7 @@
 #include <cstring>
 #include <fstream>
 #include <mutex>
+#include <shared_mutex>
 
 namespace featlearn {
 
@@ -67,13 +68,6 @@ bool take(const std::vector<uint8_t>& in, size_t& at, T* v) {
   return true;
 }
 
-// Binary FAISS indexes take no SearchParameters (1.7.3): their breadth is set on the index, so binary searches
-// are serialized.
-std::mutex& binary_search_mutex() {
-  static std::mutex m;
-  return m;
-}
-
 bool starts_with(const std::string& s, const char* p) { return s.rfind(p, 0) == 0; }
 bool all_digits(const std::string& s) {
   return !s.empty() && std::all_of(s.begin(), s.end(), [](unsigned char c) { return std::isdigit(c); });
@@ -95,7 +89,8 @@ std::string faiss_factory_string(const IndexSpec& spec, int64_t n_train) {
   return m;
 }
 
-FaissStore::FaissStore(const IndexSpec& spec) : spec_(spec), binary_(spec.metric == IndexMetric::kHamming) {}
+FaissStore::FaissStore(const IndexSpec& spec)
+    : spec_(spec), binary_(spec.metric == IndexMetric::kHamming), knob_mu_(std::make_unique<std::shared_mutex>()) {}
 FaissStore::~FaissStore() = default;
 FaissStore::FaissStore(FaissStore&&) noexcept = default;
 FaissStore& FaissStore::operator=(FaissStore&&) noexcept = default;
@@ -175,6 +170,20 @@ bool selector_capable(const faiss::Index* f) {
 }
 }  // namespace
 
+template <class Differs, class Set, class Run>
+void FaissStore::with_knobs(const Differs& differs, const Set& set, const Run& run) const {
+  {
+    std::shared_lock<std::shared_mutex> shared(*knob_mu_);
+    if (!differs()) {
+      run();  // searches with the breadth already set run concurrently
+      return;
+    }
+  }
+  std::unique_lock<std::shared_mutex> exclusive(*knob_mu_);
+  set();
+  run();
+}
+
 bool FaissStore::wants_compaction() const {
   const int64_t d = dead();
   if (!binary_ && selector_capable(f_.get())) return d > std::max<int64_t>(1024, positions() / 4);
@@ -195,12 +204,14 @@ std::vector<std::vector<std::pair<int64_t, float>>> FaissStore::search(const uin
       const bool sel_ok = selector_capable(f_.get());
       if (!sel_ok) fetch = std::min<int64_t>(k + d, positions());
       faiss::SearchParameters plain;
-      faiss::SearchParametersHNSW hnsw;
+      faiss::SearchParametersHNSW hnsw_params;
       faiss::SearchParametersIVF ivf;
       faiss::SearchParameters* params = nullptr;
-      if (dynamic_cast<const faiss::IndexHNSW*>(f_.get())) {
-        hnsw.efSearch = static_cast<int>(std::max<int64_t>(opt.ef_search, fetch));
-        params = &hnsw;
+      auto* hnsw = dynamic_cast<faiss::IndexHNSW*>(f_.get());
+      if (hnsw) {
+        // FAISS 1.7.3's IndexHNSW::search takes the selector from the parameters but efSearch from the index.
+        hnsw_params.efSearch = static_cast<int>(std::max<int64_t>(opt.ef_search, fetch));
+        params = &hnsw_params;
       } else if (const auto* iv = dynamic_cast<const faiss::IndexIVF*>(f_.get())) {
         ivf.nprobe = static_cast<size_t>(std::clamp<int64_t>(opt.nprobe, 1, static_cast<int64_t>(iv->nlist)));
         params = &ivf;
@@ -210,7 +221,13 @@ std::vector<std::vector<std::pair<int64_t, float>>> FaissStore::search(const uin
       if (params && d > 0 && sel_ok) params->sel = &live_sel;
       std::vector<float> dist(static_cast<size_t>(nq * fetch));
       labels.resize(static_cast<size_t>(nq * fetch));
-      f_->search(nq, reinterpret_cast<const float*>(queries), fetch, dist.data(), labels.data(), params);
+      with_knobs([&] { return hnsw && hnsw->hnsw.efSearch != static_cast<int>(std::max<int64_t>(opt.ef_search, fetch)); },
+                 [&] {
+                   if (hnsw) hnsw->hnsw.efSearch = static_cast<int>(std::max<int64_t>(opt.ef_search, fetch));
+                 },
+                 [&] {
+                   f_->search(nq, reinterpret_cast<const float*>(queries), fetch, dist.data(), labels.data(), params);
+                 });
       for (int64_t q = 0; q < nq; ++q) {
         auto& r = out[static_cast<size_t>(q)];
         for (int64_t j = 0; j < fetch && static_cast<int64_t>(r.size()) < k; ++j) {
@@ -223,14 +240,17 @@ std::vector<std::vector<std::pair<int64_t, float>>> FaissStore::search(const uin
       fetch = std::min<int64_t>(k + d, positions());
       std::vector<int32_t> dist(static_cast<size_t>(nq * fetch));
       labels.resize(static_cast<size_t>(nq * fetch));
-      {
-        std::lock_guard<std::mutex> lock(binary_search_mutex());
-        if (auto* h = dynamic_cast<faiss::IndexBinaryHNSW*>(b_.get()))
-          h->hnsw.efSearch = static_cast<int>(std::max<int64_t>(opt.ef_search, fetch));
-        if (auto* iv = dynamic_cast<faiss::IndexBinaryIVF*>(b_.get()))
-          iv->nprobe = static_cast<size_t>(std::clamp<int64_t>(opt.nprobe, 1, static_cast<int64_t>(iv->nlist)));
-        b_->search(nq, queries, fetch, dist.data(), labels.data());
-      }
+      // Binary indexes take no SearchParameters (FAISS 1.7.3): their breadth is set on the index.
+      auto* h = dynamic_cast<faiss::IndexBinaryHNSW*>(b_.get());
+      auto* iv = dynamic_cast<faiss::IndexBinaryIVF*>(b_.get());
+      const int ef = static_cast<int>(std::max<int64_t>(opt.ef_search, fetch));
+      const size_t np = iv ? static_cast<size_t>(std::clamp<int64_t>(opt.nprobe, 1, static_cast<int64_t>(iv->nlist))) : 0;
+      with_knobs([&] { return (h && h->hnsw.efSearch != ef) || (iv && iv->nprobe != np); },
+                 [&] {
+                   if (h) h->hnsw.efSearch = ef;
+                   if (iv) iv->nprobe = np;
+                 },
+                 [&] { b_->search(nq, queries, fetch, dist.data(), labels.data()); });
       for (int64_t q = 0; q < nq; ++q) {
         auto& r = out[static_cast<size_t>(q)];
         for (int64_t j = 0; j < fetch && static_cast<int64_t>(r.size()) < k; ++j) {

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <shared_mutex>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -60,6 +61,11 @@ class FaissStore {
   std::unique_ptr<faiss::IndexBinary> b_;
   std::vector<int64_t> ids_;                    // position -> item id (-1: dead)
   std::unordered_map<int64_t, int64_t> pos_of_;  // live item id -> position
+  // Guards search breadths that FAISS reads from the index itself (HNSW efSearch, binary IVF nprobe): searches
+  // with the current value share it, a search that needs another value takes it alone.
+  std::unique_ptr<std::shared_mutex> knob_mu_;
+  template <class Differs, class Set, class Run>
+  void with_knobs(const Differs& differs, const Set& set, const Run& run) const;
 };
 
 // The FAISS factory string for an index_method ("HNSW32" -> "HNSW32", "IVF" -> "IVF<nlist>,Flat",

@@ -172,6 +172,30 @@ TEST(GalleryIndex, AnnRecallFloorsAgainstExact) {
   }
 }
 
+TEST(GalleryIndex, SearchBreadthKnobsAreApplied) {
+  // Queries away from the gallery's clusters: a narrow search misses neighbours that a broad one finds.
+  const int64_t n = 4000, d = 32, nq = 100;
+  auto v = clustered(n, d, 40, 3);
+  auto q = clustered(nq, d, 40, 4);
+  for (const std::string method : {"HNSW32", "IVF"}) {
+    const auto dir = temp_dir("knobs");
+    auto idx = GalleryIndex::create(dir.string(), spec(method, IndexMetric::kInnerProduct, d), items_for(n), v.data());
+    SearchOptions opt;
+    opt.top_k = 10;
+    opt.exact = true;
+    const auto truth = idx->search(q.data(), nq, opt);
+    opt.exact = false;
+    opt.ef_search = 10;
+    opt.nprobe = 1;
+    const double narrow = recall(idx->search(q.data(), nq, opt), truth);
+    opt.ef_search = 1000;
+    opt.nprobe = 500;
+    const double broad = recall(idx->search(q.data(), nq, opt), truth);
+    EXPECT_GT(broad, narrow + 0.05) << method;
+    EXPECT_GE(broad, 0.97) << method;
+  }
+}
+
 TEST(GalleryIndex, AppendAndRemoveOnEveryIndexType) {
   const int64_t n = 600, d = 16, extra = 50;
   auto v = clustered(n + extra, d, 10, 5);
