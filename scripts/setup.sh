@@ -12,7 +12,7 @@ PKGS=(build-essential cmake ninja-build pkg-config
       libgtest-dev libgmock-dev libbenchmark-dev
       librsvg2-bin curl
       python3-torch python3-torchvision    # python: test fixtures and side-by-side peers only
-      python3-numpy python3-faiss python3-fastapi python3-uvicorn hey)
+      python3-numpy python3-faiss python3-fastapi python3-uvicorn python3-uvloop hey)
 
 missing=()
 for p in "${PKGS[@]}"; do

@@ -100,7 +100,11 @@ int main(int argc, char** argv) {
   serve->add_option("--max-pixels", sv.opt.max_pixels, "decoded image pixel limit")->capture_default_str();
   serve->add_option("--max-batch", sv.opt.max_batch, "images per forward pass")->capture_default_str();
   serve->add_option("--max-wait-us", sv.opt.max_wait_us, "batching wait")->capture_default_str();
-  serve->add_option("--threads", sv.opt.threads, "request threads (0: max(8, 2 x cores))")->capture_default_str();
+  serve->add_option("--threads", sv.opt.threads, "request threads = connections at once (0: max(64, 8 x cores))")
+      ->capture_default_str();
+  serve->add_option("--snapshot-every", sv.opt.snapshot_every, "items written between background snapshots (0: at stop)")
+      ->capture_default_str();
+  serve->add_option("--timeout-s", sv.opt.timeout_s, "socket read/write timeout")->capture_default_str();
 
   CLI11_PARSE(app, argc, argv);
   try {

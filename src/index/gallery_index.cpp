@@ -552,6 +552,11 @@ void GalleryIndex::save_snapshot() {
   m.snapshot_generation = gen;
 }
 
+std::string GalleryIndex::faiss_type() const {
+  std::shared_lock<std::shared_mutex> ml(impl_->mem_mu);
+  return impl_->store.type_name();
+}
+
 bool GalleryIndex::snapshot_stale() const {
   std::shared_lock<std::shared_mutex> ml(impl_->mem_mu);
   return impl_->snapshot_generation != impl_->generation;

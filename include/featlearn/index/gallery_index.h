@@ -134,6 +134,8 @@ class GalleryIndex {
   bool snapshot_stale() const;
   // Full consistency check (reads every stored vector).
   IndexInfo info() const;
+  // The FAISS class in use, e.g. "IndexHNSWFlat" (cheap).
+  std::string faiss_type() const;
 
   // Errors unless `fingerprint` / `dim` / `preprocess_yaml` match the index's (names what differs).
   void check_model(const std::string& fingerprint, int64_t dim, const std::string& preprocess_yaml,
