@@ -16,7 +16,7 @@
 //            and item, and the first vectors.faiss snapshot); a second save_snapshot() measures the snapshot
 //            part, reported as persist_s (build_s = create - snapshot)
 //   search   all queries in one search() call, and one query per call (up to --single-seconds); ef_search /
-//            nprobe swept upward (16..256 / 1, 2, 4, .., nlist) until recall@10 >= --target
+//            nprobe swept upward (16..1024 / 1, 2, 4, .., nlist) until recall@10 >= --target
 //   append   add() of N/100 new items (durable on return), then save_snapshot() timed separately
 //   remove   remove() of N/100 random ids (durable on return), then save_snapshot()
 //   reopen   open(dir, false) + one search
@@ -221,7 +221,7 @@ struct Bench {
   }
 
   std::pair<std::string, std::vector<int64_t>> sweep_values(const std::string& method) const {
-    if (method.rfind("HNSW", 0) == 0) return {"ef_search", {16, 32, 64, 128, 256}};
+    if (method.rfind("HNSW", 0) == 0) return {"ef_search", {16, 32, 64, 128, 256, 512, 1024}};
     if (method == "IVF") {
       std::vector<int64_t> v;
       for (int64_t p = 1; p < nlist; p *= 2) v.push_back(p);

@@ -173,7 +173,7 @@ def qps_single(index, queries, budget_s, passes=3):
 
 def sweep_values(method, nlist):
     if method.startswith("HNSW"):
-        return "ef_search", [16, 32, 64, 128, 256]
+        return "ef_search", [16, 32, 64, 128, 256, 512, 1024]
     if method == "IVF":
         vals, v = [], 1
         while v < nlist:

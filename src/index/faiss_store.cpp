@@ -101,16 +101,19 @@ void FaissStore::build(const uint8_t* train, int64_t n_train) {
   const std::string factory = faiss_factory_string(spec_, n_train);
   ids_.clear();
   pos_of_.clear();
+  auto check_lists = [&](size_t nlist) {
+    if (n_train < static_cast<int64_t>(nlist))
+      throw Error(fmt::format("IndexProcess.index_method {} ({}) needs at least {} gallery vectors to train its "
+                              "lists, got {}; lower IndexProcess.nlist or use Flat",
+                              spec_.index_method, factory, nlist, n_train));
+  };
   try {
     if (binary_) {
       b_.reset(faiss::index_binary_factory(static_cast<int>(spec_.dim), factory.c_str()));
       if (auto* h = dynamic_cast<faiss::IndexBinaryHNSW*>(b_.get()))
         h->hnsw.efConstruction = static_cast<int>(spec_.ef_construction);
       if (!b_->is_trained) {
-        if (auto* ivf = dynamic_cast<faiss::IndexBinaryIVF*>(b_.get()); ivf && n_train < static_cast<int64_t>(ivf->nlist))
-          throw Error(fmt::format("IndexProcess.index_method {} ({}) needs at least {} gallery vectors to train its "
-                                  "lists, got {}; lower IndexProcess.nlist or use Flat",
-                                  spec_.index_method, factory, ivf->nlist, n_train));
+        if (auto* ivf = dynamic_cast<faiss::IndexBinaryIVF*>(b_.get())) check_lists(ivf->nlist);
         b_->train(n_train, train);
       }
     } else {
@@ -119,10 +122,7 @@ void FaissStore::build(const uint8_t* train, int64_t n_train) {
       if (auto* h = dynamic_cast<faiss::IndexHNSW*>(f_.get()))
         h->hnsw.efConstruction = static_cast<int>(spec_.ef_construction);
       if (!f_->is_trained) {
-        if (auto* ivf = dynamic_cast<faiss::IndexIVF*>(f_.get()); ivf && n_train < static_cast<int64_t>(ivf->nlist))
-          throw Error(fmt::format("IndexProcess.index_method {} ({}) needs at least {} gallery vectors to train its "
-                                  "lists, got {}; lower IndexProcess.nlist or use Flat",
-                                  spec_.index_method, factory, ivf->nlist, n_train));
+        if (auto* ivf = dynamic_cast<faiss::IndexIVF*>(f_.get())) check_lists(ivf->nlist);
         if (n_train <= 0)
           throw Error(fmt::format("IndexProcess.index_method {} ({}) must be trained: build it with gallery vectors",
                                   spec_.index_method, factory));

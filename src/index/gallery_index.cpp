@@ -164,6 +164,21 @@ void check_format(sqlite::Db& db, const std::string& where) {
                             where, v, kIndexFormatVersion));
 }
 
+// Inserts the items with their codes at generation `gen` (inside the caller's transaction); returns their ids.
+std::vector<int64_t> insert_items(sqlite::Db& db, const std::vector<NewItem>& items, const std::vector<uint8_t>& codes,
+                                  int64_t code_size, int64_t gen) {
+  std::vector<int64_t> ids;
+  ids.reserve(items.size());
+  sqlite::Stmt ins(db, "INSERT INTO items(path, label, extra, added_gen, vec) VALUES(?, ?, ?, ?, ?)");
+  for (size_t i = 0; i < items.size(); ++i) {
+    ins.bind(1, items[i].path).bind(2, items[i].label).bind(3, items[i].extra).bind(4, gen);
+    ins.bind_blob(5, codes.data() + static_cast<int64_t>(i) * code_size, static_cast<size_t>(code_size));
+    ins.run();
+    ids.push_back(sqlite3_last_insert_rowid(db.raw()));
+  }
+  return ids;
+}
+
 int take_lock(const std::string& dir) {
   const std::string path = (fs::path(dir) / kLockFile).string();
   const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
@@ -314,20 +329,11 @@ std::unique_ptr<GalleryIndex> GalleryIndex::create(const std::string& dir, const
   create_schema(db);
   if (meta_get(db, "format")) check_format(db, dir);
   std::vector<int64_t> ids;
-  ids.reserve(items.size());
   {
     sqlite::Transaction tx(db);
     const int64_t gen = meta_get(db, "generation") ? meta_int(db, "generation", dir) + 1 : 1;
     db.exec("DELETE FROM items; DELETE FROM removed; DELETE FROM sqlite_sequence WHERE name = 'items'");
-    sqlite::Stmt ins(db, "INSERT INTO items(path, label, extra, added_gen, vec) VALUES(?, ?, ?, ?, ?)");
-    const int64_t cb = code_bytes(spec);
-    for (int64_t i = 0; i < n; ++i) {
-      const auto& it = items[static_cast<size_t>(i)];
-      ins.bind(1, it.path).bind(2, it.label).bind(3, it.extra).bind(4, gen);
-      ins.bind_blob(5, codes.data() + i * cb, static_cast<size_t>(cb));
-      ins.run();
-      ids.push_back(sqlite3_last_insert_rowid(db.raw()));
-    }
+    ids = insert_items(db, items, codes, code_bytes(spec), gen);
     meta_set(db, "format", kFormat);
     meta_set(db, "format_version", std::to_string(kIndexFormatVersion));
     meta_set(db, "spec", spec_to_json(spec).dump());
@@ -399,7 +405,6 @@ std::vector<int64_t> GalleryIndex::add(const std::vector<NewItem>& items, const 
   const int64_t n = static_cast<int64_t>(items.size());
   if (n == 0) return {};
   const auto codes = encode(m.spec, vectors, n);
-  const int64_t cb = code_bytes(m.spec);
   std::lock_guard<std::mutex> wl(m.write_mu);
   std::vector<int64_t> ids;
   int64_t gen = 0;
@@ -407,14 +412,7 @@ std::vector<int64_t> GalleryIndex::add(const std::vector<NewItem>& items, const 
     std::lock_guard<std::mutex> dl(m.db_mu);
     sqlite::Transaction tx(*m.db);
     gen = m.generation + 1;
-    sqlite::Stmt ins(*m.db, "INSERT INTO items(path, label, extra, added_gen, vec) VALUES(?, ?, ?, ?, ?)");
-    for (int64_t i = 0; i < n; ++i) {
-      const auto& it = items[static_cast<size_t>(i)];
-      ins.bind(1, it.path).bind(2, it.label).bind(3, it.extra).bind(4, gen);
-      ins.bind_blob(5, codes.data() + i * cb, static_cast<size_t>(cb));
-      ins.run();
-      ids.push_back(sqlite3_last_insert_rowid(m.db->raw()));
-    }
+    ids = insert_items(*m.db, items, codes, code_bytes(m.spec), gen);
     meta_set(*m.db, "generation", std::to_string(gen));
     tx.commit();
   }
@@ -462,22 +460,24 @@ int64_t GalleryIndex::remove(const std::vector<int64_t>& ids) {
   return static_cast<int64_t>(gone.size());
 }
 
-std::vector<int64_t> GalleryIndex::ids_with_path(const std::string& path) const {
-  std::lock_guard<std::mutex> dl(impl_->db_mu);
-  sqlite::Stmt st(*impl_->db, "SELECT id FROM items WHERE path = ? ORDER BY id");
-  st.bind(1, path);
+namespace {
+// `sql` selects ids with one text parameter.
+std::vector<int64_t> select_ids(sqlite::Db& db, std::mutex& mu, const char* sql, const std::string& value) {
+  std::lock_guard<std::mutex> dl(mu);
+  sqlite::Stmt st(db, sql);
+  st.bind(1, value);
   std::vector<int64_t> out;
   while (st.step()) out.push_back(st.int64(0));
   return out;
 }
+}  // namespace
+
+std::vector<int64_t> GalleryIndex::ids_with_path(const std::string& path) const {
+  return select_ids(*impl_->db, impl_->db_mu, "SELECT id FROM items WHERE path = ? ORDER BY id", path);
+}
 
 std::vector<int64_t> GalleryIndex::ids_with_label(const std::string& label) const {
-  std::lock_guard<std::mutex> dl(impl_->db_mu);
-  sqlite::Stmt st(*impl_->db, "SELECT id FROM items WHERE label = ? ORDER BY id");
-  st.bind(1, label);
-  std::vector<int64_t> out;
-  while (st.step()) out.push_back(st.int64(0));
-  return out;
+  return select_ids(*impl_->db, impl_->db_mu, "SELECT id FROM items WHERE label = ? ORDER BY id", label);
 }
 
 std::vector<int64_t> GalleryIndex::ids() const {
@@ -548,6 +548,8 @@ void GalleryIndex::save_snapshot() {
     sqlite::Stmt prune(*m.db, "DELETE FROM removed WHERE gen <= ?");
     prune.bind(1, gen);
     prune.run();
+    // Fold the write-ahead log into the database and truncate it (after a large build it is as big as the data).
+    m.db->exec("PRAGMA wal_checkpoint(TRUNCATE)");
   }
   m.snapshot_generation = gen;
 }

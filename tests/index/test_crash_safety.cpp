@@ -6,6 +6,8 @@
 #include <unistd.h>
 
 #include <featlearn/index/gallery_index.h>
+
+#include "tools/crash_vectors.h"
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -18,7 +20,6 @@
 namespace fs = std::filesystem;
 using namespace featlearn;
 
-std::vector<float> vector_for_key(int64_t k);  // defined below, same as the writer's
 
 namespace {
 
@@ -50,19 +51,6 @@ std::string run_and_kill(const std::string& dir, const std::string& method, uint
 }
 
 }  // namespace
-
-std::vector<float> vector_for_key(int64_t k) {
-  std::mt19937 rng(static_cast<uint32_t>(k));
-  std::normal_distribution<float> g;
-  std::vector<float> v(16);
-  double n = 0;
-  for (auto& x : v) {
-    x = g(rng);
-    n += x * x;
-  }
-  for (auto& x : v) x /= static_cast<float>(std::sqrt(n));
-  return v;
-}
 
 TEST(CrashSafety, KillNineAtRandomPointsNeverBreaksTheIndex) {
   std::mt19937 rng(2024);

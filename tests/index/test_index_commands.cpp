@@ -12,6 +12,8 @@
 #include <opencv2/imgcodecs.hpp>
 #include <torch/torch.h>
 
+#include <unistd.h>
+
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -21,7 +23,8 @@ using namespace featlearn;
 
 namespace {
 
-const fs::path kRoot = fs::temp_directory_path() / "featlearn_index_cmds";
+// One directory per test process (ctest runs the tests of this file in parallel processes).
+const fs::path kRoot = fs::temp_directory_path() / ("featlearn_index_cmds_" + std::to_string(::getpid()));
 
 std::string train_config(const fs::path& out, int seed, const std::string& binarize = "") {
   return R"(

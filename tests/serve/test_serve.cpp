@@ -335,13 +335,15 @@ TEST(Batcher, GroupsByShapeAddsInOneTransactionAndCarriesErrors) {
                    [&](int64_t n) { written += n; });
   std::vector<float> v(kDim, 0.f);
   std::vector<std::future<BatchJobResult>> futs;
+  std::vector<RequestBatcher::Ticket> tickets;  // four requests on their way: one batch
+  for (int i = 0; i < 4; ++i) tickets.push_back(b.announce());
   for (int i = 0; i < 4; ++i) {
     v[i] = 10.f;
     BatchJob j;
     j.kind = BatchJob::Kind::kAdd;
     j.image = image_of(v, i % 2 ? std::vector<int64_t>{8, 1, 1} : std::vector<int64_t>{2, 2, 2});
     j.item.label = "new" + std::to_string(i);
-    futs.push_back(b.submit(std::move(j)));
+    futs.push_back(b.submit(std::move(j), &tickets[static_cast<size_t>(i)]));
     v[i] = 0.f;
   }
   std::vector<int64_t> ids;

@@ -70,7 +70,7 @@ class TransformPipeline {
   // read or decoded.
   cv::Mat decode(const std::string& path) const;
   // Decodes an in-memory encoded image (same semantics); `what` names it in errors. An image over OpenCV's
-  // pixel limit (OPENCV_IO_MAX_IMAGE_PIXELS) is a BadImageError too.
+  // pixel limit (OPENCV_IO_MAX_IMAGE_PIXELS, when set in the environment at start) is a BadImageError too.
   cv::Mat decode_bytes(const void* data, size_t size, const std::string& what) const;
   // Applies the ops after DecodeImage.
   void apply(cv::Mat& img, Rng& rng) const;

@@ -6,6 +6,8 @@
 
 #include <featlearn/index/gallery_index.h>
 
+#include "crash_vectors.h"
+
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -16,7 +18,6 @@
 using namespace featlearn;
 
 namespace {
-constexpr int64_t kDim = 16;
 
 void say(const std::string& s) {
   const std::string line = s + "\n";
@@ -25,27 +26,13 @@ void say(const std::string& s) {
 
 }  // namespace
 
-// The vector stored for key k (the test recomputes it).
-std::vector<float> vector_for_key(int64_t k) {
-  std::mt19937 rng(static_cast<uint32_t>(k));
-  std::normal_distribution<float> g;
-  std::vector<float> v(kDim);
-  double n = 0;
-  for (auto& x : v) {
-    x = g(rng);
-    n += x * x;
-  }
-  for (auto& x : v) x /= static_cast<float>(std::sqrt(n));
-  return v;
-}
-
 int main(int argc, char** argv) {
   if (argc != 4) return 2;
   const std::string dir = argv[1], method = argv[2];
   std::mt19937_64 rng(std::stoull(argv[3]));
   IndexSpec spec;
   spec.index_method = method;
-  spec.dim = kDim;
+  spec.dim = kCrashDim;
   spec.nlist = 4;
   int64_t next_key = 0;
   auto make = [&](int64_t n, std::vector<NewItem>* items, std::vector<float>* vecs) {
