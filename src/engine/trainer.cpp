@@ -38,13 +38,31 @@ std::string yaml_of(const ConfigNode& n) {
 }  // namespace
 
 std::pair<ConfigNode, std::optional<ConfigNode>> eval_sections(const ConfigNode& eval) {
-  if (eval.has("Query") || eval.has("Gallery")) {
-    eval.check_keys({"Query", "Gallery"});
-    if (!eval.has("Query")) eval.fail("has Gallery but no Query");
-    if (!eval.has("Gallery")) return {eval["Query"], std::nullopt};
-    return {eval["Query"], eval["Gallery"]};
+  // PaddleClas's classification form: Eval itself holds dataset / sampler / loader.
+  if (eval.has("dataset")) return {eval, std::nullopt};
+  // PaddleClas's gallery = query form: a single set under any key name.
+  const auto keys = eval.keys();
+  if (keys.size() == 1) return {eval[keys[0]], std::nullopt};
+  eval.check_keys({"Query", "Gallery"});
+  if (!eval.has("Query")) eval.fail("needs Query and Gallery, one set under any name, or dataset/sampler/loader");
+  if (!eval.has("Gallery")) return {eval["Query"], std::nullopt};
+  return {eval["Query"], eval["Gallery"]};
+}
+
+bool BestMetric::offer(const std::string& metric, double v, int64_t at_epoch, std::string* note) {
+  if (!name.empty() && name != metric) {
+    if (note)
+      *note = fmt::format("the resumed run chose best_model by {} ({:.5f} at epoch {}); this config's first "
+                          "Metric.Eval metric is {}: best_model follows {} from now on",
+                          name, value, epoch, metric, metric);
+    value = -1.0;
+    epoch = 0;
   }
-  return {eval, std::nullopt};
+  name = metric;
+  if (v < value) return false;
+  value = v;
+  epoch = at_epoch;
+  return true;
 }
 
 torch::Tensor postprocess_features(torch::Tensor features, bool normalize, const std::string& binarize) {
@@ -68,9 +86,7 @@ struct Trainer::State {
   std::unique_ptr<DataLoader> train_loader;
   std::optional<MetricSet> metrics;
   int64_t start_epoch = 1;  // 1-based epoch to run next
-  double best_metric = -1.0;
-  int64_t best_epoch = 0;
-  std::string metric_name;
+  BestMetric best;
   std::string ckpt_dir;
   std::ofstream metrics_log;
   bool tty = false;
@@ -86,9 +102,9 @@ struct Trainer::State {
     CheckpointMeta meta;
     meta.epoch = epoch;
     meta.iteration = optimizer ? optimizer->iteration() : 0;
-    meta.best_metric = best_metric;
-    meta.best_epoch = best_epoch;
-    meta.metric_name = metric_name;
+    meta.best_metric = best.value;
+    meta.best_epoch = best.epoch;
+    meta.metric_name = best.name;
     meta.config_yaml = config.dump();
     save_checkpoint(
         (fs::path(ckpt_dir) / name).string(), *model, train_loss ? train_loss.ptr().get() : nullptr,
@@ -163,9 +179,9 @@ Trainer::Trainer(Config config, Mode mode) : s_(std::make_unique<State>(std::mov
     auto loaded = load_checkpoint(*g.checkpoints, *s.model, s.train_loss.ptr().get(),
                                   [&](torch::serialize::InputArchive& ar) { s.optimizer->load(ar); });
     s.start_epoch = loaded.meta.epoch + 1;
-    s.best_metric = loaded.meta.best_metric;
-    s.best_epoch = loaded.meta.best_epoch;
-    s.metric_name = loaded.meta.metric_name;
+    s.best.value = loaded.meta.best_metric;
+    s.best.epoch = loaded.meta.best_epoch;
+    s.best.name = loaded.meta.metric_name;
     fmt::print("Resumed from {} (epoch {} done, iteration {})\n", checkpoint_path(*g.checkpoints),
                loaded.meta.epoch, s.optimizer->iteration());
   } else if (g.pretrained_model) {
@@ -279,16 +295,15 @@ MetricValues Trainer::train(int64_t stop_after_epoch) {
     if (g.eval_during_train && epoch > g.start_eval_epoch && epoch % g.eval_interval == 0) {
       last = evaluate(epoch);
       if (!last.empty()) {
-        if (s.metric_name.empty()) s.metric_name = last.front().first;
         const double value = last.front().second;
-        if (value > s.best_metric) {
-          s.best_metric = value;
-          s.best_epoch = epoch;
+        std::string note;
+        const bool better = s.best.offer(last.front().first, value, epoch, &note);
+        if (!note.empty()) fmt::print("warning: {}\n", note);
+        if (better) {
           s.save("best_model", epoch);
-          fmt::print("[Eval][Epoch {}] new best {}: {:.5f}, saved best_model\n", epoch, s.metric_name, value);
+          fmt::print("[Eval][Epoch {}] new best {}: {:.5f}, saved best_model\n", epoch, s.best.name, value);
         } else {
-          fmt::print("[Eval][Epoch {}] best {}: {:.5f} (epoch {})\n", epoch, s.metric_name, s.best_metric,
-                     s.best_epoch);
+          fmt::print("[Eval][Epoch {}] best {}: {:.5f} (epoch {})\n", epoch, s.best.name, s.best.value, s.best.epoch);
         }
       }
     }

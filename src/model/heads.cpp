@@ -113,7 +113,7 @@ ArcMarginImpl::ArcMarginImpl(ArcMarginOptions opts) : options(std::move(opts)) {
 torch::Tensor ArcMarginImpl::forward(torch::Tensor features, torch::Tensor label) {
   check_features(features, options.embedding_size(), "ArcMargin");
   const auto cos = normalized_cosine(features, weight);  // [N, class_num]
-  if (!is_training() || !label.defined()) return cos * options.scale();
+  if (!is_training() || !label.defined()) return cos;  // PaddleClas: the unscaled cosine
   const auto index = label_index(label, features.size(0), options.class_num(), "ArcMargin");
   return arc_margin_logits(cos, index, options.margin(), options.scale(), options.easy_margin());
 }
@@ -136,7 +136,7 @@ CosMarginImpl::CosMarginImpl(CosMarginOptions opts) : options(std::move(opts)) {
 torch::Tensor CosMarginImpl::forward(torch::Tensor features, torch::Tensor label) {
   check_features(features, options.embedding_size(), "CosMargin");
   const auto cos = normalized_cosine(features, weight);
-  if (!is_training() || !label.defined()) return cos * options.scale();
+  if (!is_training() || !label.defined()) return cos;  // PaddleClas: the unscaled cosine
   const auto index = label_index(label, features.size(0), options.class_num(), "CosMargin");
   return cos_margin_logits(cos, index, options.margin(), options.scale());
 }
@@ -160,7 +160,7 @@ CircleMarginImpl::CircleMarginImpl(CircleMarginOptions opts) : options(std::move
 torch::Tensor CircleMarginImpl::forward(torch::Tensor features, torch::Tensor label) {
   check_features(features, options.embedding_size(), "CircleMargin");
   const auto cos = normalized_cosine(features, weight);
-  if (!is_training() || !label.defined()) return cos * options.scale();
+  if (!is_training() || !label.defined()) return cos;  // PaddleClas: the unscaled cosine
   const auto index = label_index(label, features.size(0), options.class_num(), "CircleMargin");
   return circle_margin_logits(cos, index, options.margin(), options.scale());
 }
@@ -204,7 +204,7 @@ AdaMarginImpl::AdaMarginImpl(AdaMarginOptions opts) : options(std::move(opts)) {
 torch::Tensor AdaMarginImpl::forward(torch::Tensor features, torch::Tensor label) {
   check_features(features, options.embedding_size(), "AdaMargin");
   const auto norms = features.norm(2, {1}, /*keepdim=*/true);  // [N, 1], before normalization
-  if (!is_training() || !label.defined()) return normalized_cosine(features, kernel) * options.s();
+  if (!is_training() || !label.defined()) return features;  // PaddleClas: the embeddings themselves
   const int64_t n = features.size(0);
   const auto index = label_index(label, n, options.class_num(), "AdaMargin");
 

@@ -132,13 +132,15 @@ BNNeckImpl::BNNeckImpl(BNNeckOptions opts) : options(std::move(opts)) {
     feat_bn->weight.fill_(1.0);
     feat_bn->weight.set_requires_grad(false);
   }
+  // PaddleClas resets bias_attr to None (a trainable bias, initialized to 0) unless the config gives one: frozen
+  // only by `bias_attr: False` (Paddle: fixed at 0) or a learning_rate <= 1e-10 (the strong_baseline idiom).
   if (o.bias_attr().enabled) {
-    o.bias_attr().init(feat_bn->bias, paddle_constant(0.0), n, n, /*requires_grad=*/false);
+    o.bias_attr().init(feat_bn->bias, paddle_constant(0.0), n, n);
   } else {
     torch::NoGradGuard g;
     feat_bn->bias.zero_();
+    feat_bn->bias.set_requires_grad(false);
   }
-  feat_bn->bias.set_requires_grad(false);  // frozen in every case (SPEC §1)
 }
 
 torch::Tensor BNNeckImpl::forward(torch::Tensor x) {

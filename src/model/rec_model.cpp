@@ -27,10 +27,13 @@ RecModelImpl::RecModelImpl(const ConfigNode& arch) {
   if (infer_output_key_ == "logits" && !head_) arch["infer_output_key"].fail("logits needs an Arch.Head");
   if (infer_output_key_ == "neck" && !neck_) arch["infer_output_key"].fail("neck needs an Arch.Neck");
   infer_add_softmax_ = arch.get<bool>("infer_add_softmax", false);
+  // PaddleClas's default value is "neck": the neck output, or the backbone's when there is no neck, which is
+  // what featlearn calls "features".
   head_feature_from_ = arch.get<std::string>("head_feature_from", "features");
+  if (head_feature_from_ == "neck") head_feature_from_ = "features";
   if (head_feature_from_ != "features" && head_feature_from_ != "backbone")
-    arch["head_feature_from"].fail("must be features or backbone" +
-                                   did_you_mean(head_feature_from_, {"features", "backbone"}));
+    arch["head_feature_from"].fail("must be neck (= features), features or backbone" +
+                                   did_you_mean(head_feature_from_, {"neck", "features", "backbone"}));
 }
 
 ModelOutput RecModelImpl::forward(torch::Tensor images, torch::Tensor labels) {

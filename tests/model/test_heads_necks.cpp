@@ -248,14 +248,16 @@ TEST(AdaMargin, DefaultsAndInit) {
   EXPECT_TRUE(bufs.contains("t") && bufs.contains("batch_mean") && bufs.contains("batch_std"));
 }
 
-TEST(MarginHeads, PlainScaledCosineInEvalOrWithoutLabel) {
+// PaddleClas: ArcMargin / CosMargin / CircleMargin return the unscaled cos in eval or without a label, AdaMargin
+// its input embeddings (the scale is not applied: a scaled value here was a featlearn bug).
+TEST(MarginHeads, PlainCosineInEvalOrWithoutLabel) {
   const Toy toy;
   const std::vector<std::pair<std::string, double>> heads = {
-      {"    name: ArcMargin\n    embedding_size: 2\n    class_num: 3\n    scale: 30\n", 30.0},
-      {"    name: ArcMargin\n    embedding_size: 2\n    class_num: 3\n    easy_margin: true\n", 80.0},
-      {"    name: CosMargin\n    embedding_size: 2\n    class_num: 3\n", 64.0},
-      {"    name: CircleMargin\n    embedding_size: 2\n    class_num: 3\n    margin: 0.3\n    scale: 7\n", 7.0},
-      {"    name: AdaMargin\n    embedding_size: 2\n    class_num: 3\n    s: 16\n", 16.0},
+      {"    name: ArcMargin\n    embedding_size: 2\n    class_num: 3\n    scale: 30\n", 1.0},
+      {"    name: ArcMargin\n    embedding_size: 2\n    class_num: 3\n    easy_margin: true\n", 1.0},
+      {"    name: CosMargin\n    embedding_size: 2\n    class_num: 3\n", 1.0},
+      {"    name: CircleMargin\n    embedding_size: 2\n    class_num: 3\n    margin: 0.3\n    scale: 7\n", 1.0},
+      {"    name: AdaMargin\n    embedding_size: 2\n    class_num: 3\n    s: 16\n", 0.0},
   };
   const auto want_cos = toy.expected([](int, int, double c, bool) { return c; });
   for (const auto& [body, s] : heads) {
@@ -271,14 +273,17 @@ TEST(MarginHeads, PlainScaledCosineInEvalOrWithoutLabel) {
     };
     const auto before = snapshot();
 
-    head->eval();  // eval mode, label given: still plain s·cos
-    expect_close(head->forward(toy.features(), toy.labels()), want_cos * s);
+    // s == 0 marks AdaMargin: the embeddings come back unchanged.
+    const auto want = s == 0.0 ? toy.features() : want_cos;
+    head->eval();  // eval mode, label given: still the plain cos
+    expect_close(head->forward(toy.features(), toy.labels()), want);
     head->train();  // training, no label
-    expect_close(head->forward(toy.features(), torch::Tensor()), want_cos * s);
+    expect_close(head->forward(toy.features(), torch::Tensor()), want);
     auto after = snapshot();
     for (size_t k = 0; k < before.size(); ++k) EXPECT_TRUE(torch::equal(before[k], after[k]));  // no EMA update
     // Train mode with a label differs (the margin is applied) ...
-    EXPECT_GT((head->forward(toy.features(), toy.labels()) - want_cos * s).abs().max().item<double>(), 1e-3);
+    const auto margin_out = head->forward(toy.features(), toy.labels());
+    if (s != 0.0) EXPECT_GT((margin_out - want_cos).abs().max().item<double>(), 1e-3);
     // ... and AdaMargin's EMA buffers move.
     if (auto* ada = dynamic_cast<AdaMarginImpl*>(head.get())) EXPECT_NE(ada->batch_mean.item<double>(), 20.0);
   }
@@ -420,12 +425,15 @@ TEST(Necks, VehicleNeckShapesAndValues) {
   EXPECT_FALSE(k3->named_parameters().contains("conv.bias"));
 }
 
-TEST(Necks, BNNeckBiasFrozen) {
+// PaddleClas's BNNeck resets bias_attr to None: without a bias_attr the bias is trainable (init 0); it is frozen
+// by `bias_attr: False` or a 1e-20 learning rate (strong_baseline). featlearn once froze it always.
+TEST(Necks, BNNeckBiasFollowsBiasAttr) {
   torch::manual_seed(0);
   auto neck = make_neck(neck_yaml("    name: BNNeck\n    num_features: 6\n"));
   auto* bn = dynamic_cast<BNNeckImpl*>(neck.get());
   ASSERT_NE(bn, nullptr);
-  EXPECT_FALSE(bn->feat_bn->bias.requires_grad());
+  EXPECT_TRUE(bn->feat_bn->bias.requires_grad());
+  EXPECT_EQ(bn->feat_bn->bias.abs().sum().item<double>(), 0.0);
   EXPECT_TRUE(bn->feat_bn->weight.requires_grad());
   neck->train();
   const auto x = torch::randn({5, 6, 1, 1}) * 3 + 1;
@@ -439,8 +447,10 @@ TEST(Necks, BNNeckBiasFrozen) {
   const auto w0 = bn->feat_bn->weight.clone();
   (neck->forward(x) * torch::randn({5, 6})).sum().backward();
   sgd.step();
-  EXPECT_EQ(bn->feat_bn->bias.abs().sum().item<double>(), 0.0);
+  EXPECT_GT(bn->feat_bn->bias.abs().sum().item<double>(), 0.0);  // trained
   EXPECT_FALSE(torch::equal(bn->feat_bn->weight, w0));
+  auto off = make_neck(neck_yaml("    name: BNNeck\n    num_features: 6\n    bias_attr: False\n"));
+  EXPECT_FALSE(dynamic_cast<BNNeckImpl*>(off.get())->feat_bn->bias.requires_grad());
 
   // PaddleClas's strong-baseline attrs parse; the 1e-20 learning rate also means frozen.
   auto paddle_style = make_neck(neck_yaml(

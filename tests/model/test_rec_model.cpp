@@ -96,6 +96,14 @@ TEST(RecModel, NeckNullAndHeadFromBackbone) {
   EXPECT_EQ(m->head_feature_from(), "backbone");
 }
 
+// PaddleClas's default value of head_feature_from is "neck" (the neck output): accepted as featlearn's "features".
+TEST(RecModel, HeadFeatureFromNeckIsPaddleClassDefault) {
+  auto m = make(std::string(kSeedArch) + "  head_feature_from: neck\n");
+  EXPECT_EQ(m->head_feature_from(), "features");
+  const auto msg = error_of([] { make(std::string(kSeedArch) + "  head_feature_from: nek\n"); });
+  EXPECT_NE(msg.find("did you mean neck"), std::string::npos) << msg;
+}
+
 TEST(RecModel, ConfigErrors) {
   std::string msg = error_of([] { make("  name: ResNet50\n  Backbone: {name: ResNet18}\n"); });
   EXPECT_NE(msg.find("Arch.name"), std::string::npos) << msg;

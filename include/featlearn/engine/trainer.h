@@ -43,6 +43,17 @@ struct FeatureSet {
 // inference model so both produce the same features.
 torch::Tensor postprocess_features(torch::Tensor features, bool normalize, const std::string& binarize);
 
+// The best evaluation so far (best_model), chosen by the first metric of Metric.Eval as PaddleClas does: a
+// value equal to the best also becomes the best (PaddleClas compares with >=). A resumed run whose restored
+// metric name differs from this config's first metric starts a new best (`note` says so).
+struct BestMetric {
+  std::string name;
+  double value = -1.0;
+  int64_t epoch = 0;
+  // Returns true when (metric, v) at `at_epoch` is the new best.
+  bool offer(const std::string& metric, double v, int64_t at_epoch, std::string* note = nullptr);
+};
+
 // DataLoader.Eval holds Query/Gallery sets or one set used as both: (query, gallery if distinct).
 std::pair<ConfigNode, std::optional<ConfigNode>> eval_sections(const ConfigNode& eval);
 

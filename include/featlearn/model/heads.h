@@ -3,8 +3,9 @@
 //
 // Margin heads (ArcMargin, CosMargin, CircleMargin, AdaMargin) hold a weight [embedding_size, class_num]
 // (Paddle layout) and compute cos = normalize(features, rows) · normalize(weight, columns): [N, class_num].
-// In eval mode (!is_training()) or without a label (undefined tensor) they return scale · cos — plain scaled
-// cosine logits (SPEC §1; PaddleClas returns the unscaled cos there, and AdaMargin has no such branch).
+// In eval mode (!is_training()) or without a label (undefined tensor) ArcMargin, CosMargin and CircleMargin
+// return the plain, unscaled cos, and AdaMargin returns its input embeddings, as PaddleClas does (this is what
+// Loss.Eval sees in classification eval and what an `infer_output_key: logits` export outputs).
 // With a label (int64/int32, [N] or [N, 1], values in [0, class_num)) in training mode they apply their margin
 // to the target column only. A label out of range or of the wrong size is a featlearn::Error.
 #pragma once

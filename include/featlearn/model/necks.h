@@ -2,7 +2,8 @@
 // Each is registered in neck_registry() by register_builtin_necks() under its config name.
 //
 //   VehicleNeck  Conv2d + flatten:        [N, in_channels, H, W] -> [N, out_channels·H'·W']
-//   BNNeck       flatten + BatchNorm1d:   [N, num_features, ...] -> [N, num_features], bias frozen at its init (0)
+//   BNNeck       flatten + BatchNorm1d:   [N, num_features, ...] -> [N, num_features]; bias trainable (init 0)
+//                unless bias_attr is False or has learning_rate <= 1e-10 (PaddleClas)
 //   FC           Linear:                  [N, embedding_size]    -> [N, class_num]
 //   FRFNNeck     Linear, LeakyReLU(0.1), Linear, L2-normalize: [N, num_features] -> [N, low_dim], unit rows
 //   Tanh         elementwise tanh
