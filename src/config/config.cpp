@@ -1,3 +1,4 @@
+#include <featlearn/common/atomic_file.h>
 #include <featlearn/config/config.h>
 
 #include <fmt/format.h>
@@ -308,15 +309,6 @@ std::string Config::dump() const {
   return out.c_str();
 }
 
-void Config::save(const std::string& path) const {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream f(tmp);
-    if (!f) throw Error(path + ": cannot write the resolved config");
-    f << dump() << "\n";
-    if (!f) throw Error(path + ": write failed");
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) throw Error(path + ": cannot rename " + tmp);
-}
+void Config::save(const std::string& path) const { write_file_atomic(path, dump() + "\n"); }
 
 }  // namespace featlearn

@@ -1,6 +1,7 @@
 // Emoji-4vendor ReID benchmark preparation; see include/featlearn/data/emoji_prep.h and
 // shared/benchmarks/emoji-reid.md. npm, tar and rsvg-convert are run as programs (no library for them
 // in our dependency set); decoding, compositing and encoding use OpenCV.
+#include <featlearn/common/atomic_file.h>
 #include <featlearn/data/emoji_prep.h>
 
 #include <featlearn/common/error.h>
@@ -60,17 +61,9 @@ void require_program(const std::string& name, const std::string& hint) {
   if (!have_program(name)) throw Error("prepare-emoji: `" + name + "` not found on PATH; " + hint);
 }
 
-// Writes `text` to `path` atomically (temp file + rename) so readers never see a partial file.
+// Readers never see a partial file (common/atomic_file.h).
 void write_file_atomic(const fs::path& path, const std::string& text) {
-  fs::path tmp = path;
-  tmp += ".part";
-  {
-    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    if (!f) throw Error("prepare-emoji: cannot write " + tmp.string() + " (check permissions/disk space)");
-    f.write(text.data(), static_cast<std::streamsize>(text.size()));
-    if (!f) throw Error("prepare-emoji: failed writing " + tmp.string() + " (disk full?)");
-  }
-  fs::rename(tmp, path);
+  featlearn::write_file_atomic(path.string(), text);
 }
 
 std::string join_lines(const std::vector<std::string>& lines) {

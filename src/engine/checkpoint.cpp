@@ -1,3 +1,4 @@
+#include <featlearn/common/atomic_file.h>
 #include <featlearn/engine/checkpoint.h>
 
 #include <ATen/CPUGeneratorImpl.h>
@@ -70,7 +71,7 @@ void save_checkpoint(const std::string& prefix, const torch::nn::Module& model, 
   ar.write("config", c10::IValue(meta.config_yaml));
   const std::string tmp = path + ".tmp";
   ar.save_to(tmp);
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) throw Error(path + ": cannot rename " + tmp + " into place");
+  rename_into_place(tmp, path);
 }
 
 LoadedCheckpoint load_checkpoint(const std::string& prefix, torch::nn::Module& model, torch::nn::Module* loss,

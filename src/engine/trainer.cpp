@@ -1,3 +1,4 @@
+#include <featlearn/common/atomic_file.h>
 #include <featlearn/engine/trainer.h>
 
 #include <featlearn/data/loader.h>
@@ -417,13 +418,7 @@ void Trainer::report(const MetricValues& metrics) const {
     j[kv.first] = kv.second;
   }
   const auto path = (fs::path(g.output_dir) / "eval_metrics.json").string();
-  const auto tmp = path + ".tmp";
-  {
-    std::ofstream f(tmp);
-    f << j.dump(2) << "\n";
-    if (!f) throw Error(path + ": cannot write");
-  }
-  fs::rename(tmp, path);
+  write_file_atomic(path, j.dump(2) + "\n");
   fmt::print("metrics written to {}\n", path);
 }
 

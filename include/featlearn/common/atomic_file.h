@@ -11,6 +11,9 @@ void write_file_atomic(const std::string& path, const void* data, size_t size);
 inline void write_file_atomic(const std::string& path, const std::string& text) {
   write_file_atomic(path, text.data(), text.size());
 }
+// For files written by another library (a LibTorch archive): fsync `tmp`, rename it to `path`, fsync the
+// directory. Throws Error (and removes `tmp`) on failure.
+void rename_into_place(const std::string& tmp, const std::string& path);
 // fsync() of a directory (after a rename into it). Throws Error.
 void fsync_directory(const std::string& dir);
 
