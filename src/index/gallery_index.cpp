@@ -272,6 +272,24 @@ struct GalleryIndex::Impl {
     st.add(codes.data(), ids.data(), static_cast<int64_t>(ids.size()));
   }
 
+  void require_writable() const {
+    if (!writable) throw Error(dir + ": index opened read-only");
+  }
+
+  // One write operation: a transaction at the next generation. `body(gen)` makes the changes and returns false
+  // when there is nothing to commit (then it is rolled back). Returns the committed generation, or 0. The
+  // caller holds write_mu.
+  template <class Body>
+  int64_t commit_generation(const Body& body) {
+    std::lock_guard<std::mutex> dl(db_mu);
+    sqlite::Transaction tx(*db);
+    const int64_t gen = generation + 1;
+    if (!body(gen)) return 0;
+    meta_set(*db, "generation", std::to_string(gen));
+    tx.commit();
+    return gen;
+  }
+
   void load_items() {
     items.clear();
     sqlite::Stmt st(*db, "SELECT id, path, label FROM items");
@@ -401,21 +419,16 @@ std::unique_ptr<GalleryIndex> GalleryIndex::open(const std::string& dir, bool wr
 
 std::vector<int64_t> GalleryIndex::add(const std::vector<NewItem>& items, const float* vectors) {
   auto& m = *impl_;
-  if (!m.writable) throw Error(m.dir + ": index opened read-only");
+  m.require_writable();
   const int64_t n = static_cast<int64_t>(items.size());
   if (n == 0) return {};
   const auto codes = encode(m.spec, vectors, n);
   std::lock_guard<std::mutex> wl(m.write_mu);
   std::vector<int64_t> ids;
-  int64_t gen = 0;
-  {
-    std::lock_guard<std::mutex> dl(m.db_mu);
-    sqlite::Transaction tx(*m.db);
-    gen = m.generation + 1;
-    ids = insert_items(*m.db, items, codes, code_bytes(m.spec), gen);
-    meta_set(*m.db, "generation", std::to_string(gen));
-    tx.commit();
-  }
+  const int64_t gen = m.commit_generation([&](int64_t g) {
+    ids = insert_items(*m.db, items, codes, code_bytes(m.spec), g);
+    return true;
+  });
   std::unique_lock<std::shared_mutex> ml(m.mem_mu);
   m.store.add(codes.data(), ids.data(), n);
   for (int64_t i = 0; i < n; ++i)
@@ -426,29 +439,24 @@ std::vector<int64_t> GalleryIndex::add(const std::vector<NewItem>& items, const 
 
 int64_t GalleryIndex::remove(const std::vector<int64_t>& ids) {
   auto& m = *impl_;
-  if (!m.writable) throw Error(m.dir + ": index opened read-only");
+  m.require_writable();
   std::lock_guard<std::mutex> wl(m.write_mu);
   std::vector<int64_t> gone;
-  int64_t gen = 0;
-  {
-    std::lock_guard<std::mutex> dl(m.db_mu);
-    sqlite::Transaction tx(*m.db);
-    gen = m.generation + 1;
+  const int64_t gen = m.commit_generation([&](int64_t g) {
     sqlite::Stmt del(*m.db, "DELETE FROM items WHERE id = ?");
     sqlite::Stmt log(*m.db, "INSERT INTO removed(id, gen) VALUES(?, ?)");
     for (const auto id : ids) {
       del.bind(1, id);
       del.run();
       if (m.db->changes() > 0) {
-        log.bind(1, id).bind(2, gen);
+        log.bind(1, id).bind(2, g);
         log.run();
         gone.push_back(id);
       }
     }
-    if (gone.empty()) return 0;  // rolled back: nothing changed
-    meta_set(*m.db, "generation", std::to_string(gen));
-    tx.commit();
-  }
+    return !gone.empty();  // nothing removed: rolled back, no new generation
+  });
+  if (gen == 0) return 0;
   std::unique_lock<std::shared_mutex> ml(m.mem_mu);
   m.store.remove(gone);
   for (const auto id : gone) m.items.erase(id);
@@ -535,7 +543,7 @@ std::vector<std::vector<SearchHit>> GalleryIndex::search(const float* queries, i
 
 void GalleryIndex::save_snapshot() {
   auto& m = *impl_;
-  if (!m.writable) throw Error(m.dir + ": index opened read-only");
+  m.require_writable();
   std::lock_guard<std::mutex> wl(m.write_mu);
   int64_t gen = 0;
   {

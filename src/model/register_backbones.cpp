@@ -1,4 +1,4 @@
-// Registers the builtin backbones in backbone_registry() (explicit registration, see CONVENTIONS.md).
+// Registers the builtin backbones in backbone_registry() (explicit registration, see docs/architecture.md).
 #include <featlearn/model/mobilenet_v3.h>
 #include <featlearn/model/resnet.h>
 

@@ -1,4 +1,4 @@
-// Versioned, atomically written checkpoints (CONVENTIONS §7).
+// Versioned, atomically written checkpoints (docs/architecture.md, "File formats").
 //
 // File `<prefix>.ckpt` (a LibTorch serialize archive) holds:
 //   format = "featlearn.checkpoint", format_version = 1,

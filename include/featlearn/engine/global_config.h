@@ -1,4 +1,4 @@
-// The `Global` section of a config (SPEC §1), validated, with PaddleClas defaults.
+// The `Global` section of a config (docs/architecture.md, "Global"), validated, with PaddleClas defaults.
 #pragma once
 #include <featlearn/config/config.h>
 

@@ -1,4 +1,4 @@
-// The exported inference model (SPEC §7): a directory with
+// The exported inference model (docs/architecture.md, "File formats"): a directory with
 //   inference.yaml  format: featlearn.inference, format_version, Arch (no Head unless infer_output_key is
 //                   logits; Backbone.pretrained removed), image_shape, feature_normalize, feature_binarize,
 //                   transform_ops (the Eval preprocessing)

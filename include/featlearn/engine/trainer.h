@@ -1,4 +1,4 @@
-// The training / evaluation engine (SPEC §5, §6): builds model, losses, optimizers and loaders from a
+// The training / evaluation engine (docs/architecture.md, "Training and evaluation"): builds model, losses, optimizers and loaders from a
 // config, runs epochs, logs, checkpoints, resumes and evaluates.
 #pragma once
 #include <featlearn/config/config.h>

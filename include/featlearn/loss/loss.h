@@ -1,4 +1,4 @@
-// Losses (SPEC §2): the `Loss.Train` / `Loss.Eval` lists of PaddleClas configs.
+// Losses (docs/architecture.md, "Losses"): the `Loss.Train` / `Loss.Eval` lists of PaddleClas configs.
 //
 //   Loss:
 //     Train:

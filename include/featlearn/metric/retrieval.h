@@ -1,4 +1,4 @@
-// Evaluation metrics (SPEC §6): retrieval metrics (Recallk, mAP, mINP, Precisionk) over query/gallery
+// Evaluation metrics (docs/architecture.md, "Training and evaluation"): retrieval metrics (Recallk, mAP, mINP, Precisionk) over query/gallery
 // features, and classification accuracy (TopkAcc).
 //
 // Retrieval protocol

@@ -12,7 +12,7 @@
 
 namespace featlearn {
 
-// What RecModel::forward returns (SPEC §1). `neck` and `logits` are undefined tensors when absent.
+// What RecModel::forward returns (docs/architecture.md, "Model output"). `neck` and `logits` are undefined tensors when absent.
 struct ModelOutput {
   torch::Tensor backbone;  // backbone output (after BackboneStopLayer)
   torch::Tensor neck;      // neck output, if a Neck exists
