@@ -3,11 +3,49 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cstdio>
+#include <map>
+#include <optional>
 #include <fstream>
 #include <sstream>
 
 namespace featlearn {
+
+namespace {
+// Rejects what YAML readers disagree on or what no config key can be (docs/architecture.md, "Config"):
+// duplicate keys in one map (yaml-cpp keeps the first, PyYAML the last) and keys that are lists or maps.
+void check_structure(const YAML::Node& n, const std::string& where, const std::string& path) {
+  if (n.IsSequence()) {
+    for (size_t i = 0; i < n.size(); ++i) check_structure(n[i], where, path + "[" + std::to_string(i) + "]");
+    return;
+  }
+  if (!n.IsMap()) return;
+  std::map<std::string, int> seen;  // key -> 1-based line
+  for (auto it = n.begin(); it != n.end(); ++it) {
+    const int line = it->first.Mark().line + 1;
+    const std::string at = where + (line > 0 ? ":" + std::to_string(line) : std::string());
+    if (!it->first.IsScalar())
+      throw ConfigError(fmt::format("{}: {}a key must be a plain name, got {}", at, path.empty() ? "" : path + ": ",
+                                    it->first.IsSequence() ? "a list" : it->first.IsMap() ? "a map" : "null"));
+    const std::string key = it->first.Scalar();
+    const std::string key_path = path.empty() ? key : path + "." + key;
+    const auto [prev, fresh] = seen.emplace(key, line);
+    if (!fresh)
+      throw ConfigError(fmt::format("{}: {}: duplicate key (also on line {}); YAML readers disagree on which one "
+                                    "wins, so keep only one",
+                                    at, key_path, prev->second));
+    check_structure(it->second, where, key_path);
+  }
+}
+
+// A list index of an `-o` key path, or nullopt when `s` is not a plain number that fits.
+std::optional<size_t> parse_index(const std::string& s) {
+  if (s.empty() || s.size() > 9 || !std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; }))
+    return std::nullopt;
+  return static_cast<size_t>(std::stoul(s));
+}
+}  // namespace
 
 ConfigNode::ConfigNode(YAML::Node node, std::string path, std::shared_ptr<const std::string> file)
     : node_(std::move(node)), path_(std::move(path)), file_(std::move(file)) {
@@ -51,7 +89,7 @@ bool ConfigNode::has(const std::string& key) const {
 std::vector<std::string> ConfigNode::keys() const {
   std::vector<std::string> out;
   if (!node_.IsMap()) return out;
-  for (auto it = node_.begin(); it != node_.end(); ++it) out.push_back(it->first.as<std::string>());
+  for (auto it = node_.begin(); it != node_.end(); ++it) out.push_back(it->first.Scalar());
   return out;
 }
 
@@ -78,7 +116,7 @@ std::pair<std::string, ConfigNode> ConfigNode::single_entry() const {
   }
   if (!node_.IsMap() || node_.size() != 1)
     fail("expected a single-key map of the form `- Name: {params}`");
-  const std::string name = node_.begin()->first.as<std::string>();
+  const std::string name = node_.begin()->first.Scalar();
   ConfigNode params = (*this)[name];
   if (!params.defined()) {  // `- Name:` with nothing after it
     params = child(YAML::Node(YAML::NodeType::Map), params.path_);
@@ -154,7 +192,7 @@ void ConfigNode::check_keys(const std::vector<std::string>& allowed) const {
   if (!node_.IsDefined() || node_.IsNull()) return;
   if (!node_.IsMap()) fail("expected a map of keys (" + join(allowed) + "), got " + type_name());
   for (auto it = node_.begin(); it != node_.end(); ++it) {
-    const std::string key = it->first.as<std::string>();
+    const std::string key = it->first.Scalar();
     if (std::find(allowed.begin(), allowed.end(), key) != allowed.end()) continue;
     ConfigNode bad = child(it->second, path_.empty() ? key : path_ + "." + key);
     const auto m = it->first.Mark();
@@ -195,6 +233,7 @@ Config Config::from_string(const std::string& yaml_text, const std::string& name
   }
   if (c.root_.IsNull()) c.root_ = YAML::Node(YAML::NodeType::Map);
   if (!c.root_.IsMap()) throw ConfigError(name + ": the config must be a YAML map (Global, Arch, ...)");
+  check_structure(c.root_, name, "");
   return c;
 }
 
@@ -244,6 +283,7 @@ void Config::set_value(const std::string& assignment) {
   } catch (const YAML::Exception& e) {
     throw ConfigError("-o " + assignment + ": cannot parse the value as YAML: " + e.msg);
   }
+  check_structure(parsed, "-o " + assignment, "");
   YAML::Node cur;
   cur.reset(root_);
   std::string walked;
@@ -255,8 +295,8 @@ void Config::set_value(const std::string& assignment) {
     for (const auto& p : parts) {
       const bool idx = probe.IsSequence() && is_index(p);
       norm += idx ? "[" + p + "]" : (norm.empty() ? "" : ".") + p;
-      if (idx && std::stoul(p) < probe.size()) {
-        YAML::Node n = probe[std::stoul(p)];
+      if (idx && parse_index(p) && *parse_index(p) < probe.size()) {
+        YAML::Node n = probe[*parse_index(p)];
         probe.reset(n);
       } else if (!idx && probe.IsMap() && probe[p].IsDefined()) {
         YAML::Node n = probe[p];
@@ -273,10 +313,11 @@ void Config::set_value(const std::string& assignment) {
     if (cur.IsSequence()) {
       if (!is_index(p))
         throw ConfigError("-o " + assignment + ": " + walked + " is a list; use a number index, not '" + p + "'");
-      const size_t idx = std::stoul(p);
-      if (idx >= cur.size())
+      const auto index = parse_index(p);
+      if (!index || *index >= cur.size())
         throw ConfigError(fmt::format("-o {}: {} has {} elements; index {} is out of range", assignment, walked,
-                                      cur.size(), idx));
+                                      cur.size(), p));
+      const size_t idx = *index;
       if (last) {
         cur[idx] = parsed;
         return;

@@ -117,3 +117,34 @@ TEST(Config, CopiesAreDeepAndKeepLines) {
   const auto msg = message_of([&] { b["Arch"]["Head"]["name"].as<int>(); });
   EXPECT_NE(msg.find("t.yaml:7: Arch.Head.name"), std::string::npos) << msg;
 }
+
+// yaml-cpp keeps the first of two equal keys and PyYAML (PaddleClas) the last: a duplicate is an error that
+// names both lines, so the same file never means two things.
+TEST(Config, DuplicateKeyIsAnErrorNamingBothLines) {
+  const std::string yaml = "Global:\n  epochs: 5\n  seed: 1\n  epochs: 50\nArch:\n  name: RecModel\n";
+  const auto msg = message_of([&] { Config::from_string(yaml, "dup.yaml"); });
+  EXPECT_NE(msg.find("dup.yaml:4: Global.epochs: duplicate key (also on line 2)"), std::string::npos) << msg;
+  // Inside lists of ops, too.
+  const std::string ops = "ops:\n  - A:\n      x: 1\n      x: 2\n";
+  const auto msg2 = message_of([&] { Config::from_string(ops, "ops.yaml"); });
+  EXPECT_NE(msg2.find("ops.yaml:4: ops[0].A.x: duplicate key (also on line 3)"), std::string::npos) << msg2;
+  // And in an -o value.
+  auto c = Config::from_string(kYaml, "t.yaml");
+  const auto msg3 = message_of([&] { c.apply_override("Global={a: 1, a: 2}"); });
+  EXPECT_NE(msg3.find("-o Global={a: 1, a: 2}"), std::string::npos) << msg3;
+  EXPECT_NE(msg3.find("a: duplicate key"), std::string::npos) << msg3;
+}
+
+TEST(Config, NonScalarKeyIsAnErrorWithLine) {
+  const std::string yaml = "Global:\n  epochs: 5\n  ? [a, b]\n  : 1\n";
+  const auto msg = message_of([&] { Config::from_string(yaml, "k.yaml"); });
+  EXPECT_NE(msg.find("k.yaml:3: Global: a key must be a plain name, got a list"), std::string::npos) << msg;
+}
+
+TEST(Config, OverrideIndexOverflowIsAConfigError) {
+  auto c = Config::from_string(kYaml, "t.yaml");
+  const auto msg = message_of([&] { c.apply_override("list.99999999999999999999999.B=1"); });
+  EXPECT_NE(msg.find("list has 2 elements; index 99999999999999999999999 is out of range"), std::string::npos) << msg;
+  const auto msg2 = message_of([&] { c.apply_override("list[18446744073709551616]=1"); });
+  EXPECT_NE(msg2.find("out of range"), std::string::npos) << msg2;
+}
