@@ -6,8 +6,10 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <regex>
 #include <sys/stat.h>
@@ -99,13 +101,30 @@ std::vector<ListLine> read_list(const std::string& file, const std::string& sep)
 
 std::string where(const std::string& file, int line) { return fmt::format("{}:{}", file, line); }
 
-int64_t parse_int(const std::string& s, const std::string& file, int line, const char* what) {
+// A whole-string decimal integer within [lo, hi]; errors name `where` (file:line or the image path).
+int64_t parse_int_at(const std::string& s, const std::string& where_, const char* what,
+                     int64_t lo = std::numeric_limits<int64_t>::min(),
+                     int64_t hi = std::numeric_limits<int64_t>::max()) {
   errno = 0;
   char* end = nullptr;
   const long long v = std::strtoll(s.c_str(), &end, 10);
-  if (s.empty() || *end != '\0' || errno == ERANGE)
-    throw Error(fmt::format("{}: {} '{}' is not an integer", where(file, line), what, s));
+  if (s.empty() || end == s.c_str() || *end != '\0')
+    throw Error(fmt::format("{}: {} '{}' is not an integer", where_, what, s));
+  if (errno == ERANGE || v < lo || v > hi)
+    throw Error(fmt::format("{}: {} '{}' is out of range [{}, {}]", where_, what, s, lo, hi));
   return v;
+}
+
+int64_t parse_int(const std::string& s, const std::string& file, int line, const char* what,
+                  int64_t lo = std::numeric_limits<int64_t>::min(),
+                  int64_t hi = std::numeric_limits<int64_t>::max()) {
+  return parse_int_at(s, where(file, line), what, lo, hi);
+}
+
+// Pixel coordinates are 32-bit (BBox).
+int parse_coordinate(const std::string& s, const std::string& file, int line, const char* what) {
+  return static_cast<int>(
+      parse_int(s, file, line, what, std::numeric_limits<int>::min(), std::numeric_limits<int>::max()));
 }
 
 const std::string& field(const ListLine& l, size_t i, const std::string& file, const char* what,
@@ -239,7 +258,9 @@ DatasetPtr make_logo(const ConfigNode& node, bool check_files) {
   for (const auto& l : read_list(c.list, "\t")) {
     if (!l.fields.empty() && l.fields[0] == "image_id") continue;  // header
     ListDataset::Item it;
-    it.label = parse_int(field(l, 1, c.list, "label", fmt_), c.list, l.line, "label") - 1;
+    // label - 1 must not overflow
+    it.label = parse_int(field(l, 1, c.list, "label", fmt_), c.list, l.line, "label",
+                         std::numeric_limits<int64_t>::min() + 1) - 1;
     it.path = join_image_path(c.image_root, field(l, 3, c.list, "image path", fmt_));
     it.source = where(c.list, l.line);
     items.push_back(std::move(it));
@@ -298,10 +319,10 @@ DatasetPtr make_compcars(const ConfigNode& node, bool check_files) {
       if (f.size() != 4)
         throw Error(fmt::format("{}:{}: expected a bounding box `x1 y1 x2 y2` on the last line", box_file, last_n));
       BBox b;
-      b.x1 = static_cast<int>(parse_int(f[0], box_file, last_n, "x1"));
-      b.y1 = static_cast<int>(parse_int(f[1], box_file, last_n, "y1"));
-      b.x2 = static_cast<int>(parse_int(f[2], box_file, last_n, "x2"));
-      b.y2 = static_cast<int>(parse_int(f[3], box_file, last_n, "y2"));
+      b.x1 = parse_coordinate(f[0], box_file, last_n, "x1");
+      b.y1 = parse_coordinate(f[1], box_file, last_n, "y1");
+      b.x2 = parse_coordinate(f[2], box_file, last_n, "x2");
+      b.y2 = parse_coordinate(f[3], box_file, last_n, "y2");
       if (b.x2 <= b.x1 || b.y2 <= b.y1)
         throw Error(fmt::format("{}:{}: empty bounding box {} {} {} {}", box_file, last_n, b.x1, b.y1, b.x2, b.y2));
       it.box = b;
@@ -332,8 +353,9 @@ DatasetPtr make_person(const ConfigNode& node, bool check_files, const std::stri
     std::smatch m;
     if (!std::regex_search(name, m, pattern))
       throw Error(fmt::format("{}: file name does not match `<pid>_c<camera>...`", f));
-    const int64_t pid = std::stoll(m[1].str());
-    const int64_t cam = std::stoll(m[2].str());
+    // PaddleClas: int() of both groups (so `1-2_c1...` is an error, not pid 1).
+    const int64_t pid = parse_int_at(m[1].str(), f, "person id");
+    const int64_t cam = parse_int_at(m[2].str(), f, "camera id");
     if (pid == -1) continue;  // junk images
     if (cam < 1 || cam > max_cam)
       throw Error(fmt::format("{}: camera {} outside 1..{}", f, cam, max_cam));

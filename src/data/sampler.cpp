@@ -5,26 +5,14 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <mutex>
 #include <numeric>
 #include <unordered_map>
-#include <unordered_set>
 
 namespace featlearn {
 namespace {
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
-// Rank r's share of a global list of batches: r, r+W, ...; `per_rank` of them, wrapping around when short.
-std::vector<BatchIndices> shard_batches(std::vector<BatchIndices> global, ShardInfo shard, int64_t per_rank) {
-  if (shard.world_size == 1 && static_cast<int64_t>(global.size()) == per_rank) return global;
-  std::vector<BatchIndices> out;
-  if (global.empty()) return out;
-  for (int64_t i = 0; i < per_rank; ++i) {
-    const size_t k = static_cast<size_t>((shard.rank + i * shard.world_size) % static_cast<int64_t>(global.size()));
-    out.push_back(global[k]);
-  }
-  return out;
-}
 
 // Ids in first-appearance order and the dataset indices of each.
 struct IdIndex {
@@ -81,17 +69,24 @@ class DistributedBatchSampler : public BatchSampler {
     drop_last_ = p.get<bool>("drop_last", false);
     per_rank_samples_ = ceil_div(n_, shard_.world_size);
   }
+  // paddle.io.DistributedBatchSampler (docs/architecture.md, "Samplers"): 0..N-1 padded by repetition to
+  // W * ceil(N/W), shuffled, then blocks of batch_size dealt to the ranks in turn.
   std::vector<BatchIndices> epoch_batches(uint64_t seed, int64_t epoch) const override {
-    std::vector<int64_t> idx(static_cast<size_t>(n_));
-    std::iota(idx.begin(), idx.end(), 0);
+    const int64_t W = shard_.world_size, total = per_rank_samples_ * W;
+    std::vector<int64_t> idx(static_cast<size_t>(total));
+    for (int64_t k = 0; k < total; ++k) idx[static_cast<size_t>(k)] = k % std::max<int64_t>(n_, 1);
     if (shuffle_) {
       Rng rng(mix_seed({seed, static_cast<uint64_t>(epoch), 0xB5u}));
       rng.shuffle(idx);
     }
     std::vector<int64_t> mine;
-    const int64_t total = per_rank_samples_ * shard_.world_size;
-    for (int64_t k = shard_.rank; k < total; k += shard_.world_size)
-      mine.push_back(idx[static_cast<size_t>(k % std::max<int64_t>(n_, 1))]);
+    const int64_t tail = total % (bs_ * W);  // the last, incomplete round: tail / W samples per rank
+    const auto take = [&](int64_t from, int64_t count) {
+      mine.insert(mine.end(), idx.begin() + static_cast<std::ptrdiff_t>(from),
+                  idx.begin() + static_cast<std::ptrdiff_t>(from + count));
+    };
+    for (int64_t i = shard_.rank * bs_; i < total - tail; i += bs_ * W) take(i, bs_);
+    take(total - tail + shard_.rank * (tail / W), tail / W);
     std::vector<BatchIndices> out;
     for (size_t s = 0; s < mine.size(); s += static_cast<size_t>(bs_)) {
       const size_t e = std::min(mine.size(), s + static_cast<size_t>(bs_));
@@ -229,6 +224,9 @@ class PKSampler : public BatchSampler {
 
 // ---------------------------------------------------------------------------------------------------------------
 
+// PaddleClas's DistributedRandomIdentitySampler (docs/architecture.md, "Samplers"). Without max_iters the
+// batches form one stream of passes (pass p drawn from (seed, p)); epoch e is the stream's batches
+// [e * len * W, (e + 1) * len * W), rank r taking every W-th of them from the r-th on.
 class DistributedRandomIdentitySampler : public BatchSampler {
  public:
   DistributedRandomIdentitySampler(const ConfigNode& p, const Dataset& ds, ShardInfo shard) : shard_(shard) {
@@ -250,84 +248,53 @@ class DistributedRandomIdentitySampler : public BatchSampler {
     if (static_cast<int64_t>(ids_.ids.size()) < P_)
       p.fail(fmt::format("batch_size {} / num_instances {} = {} ids per batch, but the dataset has only {} ids", bs_,
                          k_, P_, ids_.ids.size()));
-    length_ = 0;
+    int64_t length = 0;  // images in the chunks of one pass
     for (const auto& m : ids_.members) {
       const int64_t n = std::max<int64_t>(static_cast<int64_t>(m.size()), k_);
-      length_ += n - n % k_;
+      length += n - n % k_;
     }
+    len_ = max_iters_ > 0 ? max_iters_ : drop_last_ ? length / bs_ : ceil_div(length, bs_);
   }
-  int64_t global_batches() const {
-    if (max_iters_ > 0) return max_iters_;
-    return drop_last_ ? length_ / bs_ : ceil_div(length_, bs_);
-  }
-  int64_t batches_per_epoch() const override {
-    const int64_t g = global_batches();
-    return drop_last_ ? g / shard_.world_size : ceil_div(g, shard_.world_size);
-  }
+  // PaddleClas's len(): every rank runs the whole sampler.
+  int64_t batches_per_epoch() const override { return len_; }
   int64_t batch_size() const override { return bs_; }
   std::string name() const override { return "DistributedRandomIdentitySampler"; }
 
   std::vector<BatchIndices> epoch_batches(uint64_t seed, int64_t epoch) const override {
-    Rng rng(mix_seed({seed, static_cast<uint64_t>(epoch), 0x1Du}));
-    const int64_t G = global_batches();
-    std::vector<BatchIndices> global;
-    Pass pass = prepare(rng);
-    while (static_cast<int64_t>(global.size()) < G) {
-      BatchIndices batch;
-      std::vector<size_t> in_batch;
-      if (max_iters_ > 0) {
+    const int64_t W = shard_.world_size, global = len_ * W;
+    std::vector<BatchIndices> mine;
+    if (max_iters_ > 0) {
+      // One iterator per epoch: `global` batches, a fresh pass whenever fewer than P ids have chunks left.
+      Rng rng(mix_seed({seed, static_cast<uint64_t>(epoch), 0x1Du}));
+      Pass pass = prepare(rng);
+      for (int64_t b = 0; b < global; ++b) {
         if (static_cast<int64_t>(pass.avail.size()) < P_) pass = prepare(rng);
-        // P ids without replacement, probability proportional to chunks left.
-        std::vector<size_t> cand = pass.avail;
-        for (int64_t j = 0; j < P_; ++j) {
-          double total = 0;
-          for (size_t id : cand) total += static_cast<double>(pass.chunks[id].size() - pass.next[id]);
-          double u = rng.uniform() * total;
-          size_t pick = 0;
-          for (size_t c = 0; c < cand.size(); ++c) {
-            pick = c;
-            u -= static_cast<double>(pass.chunks[cand[c]].size() - pass.next[cand[c]]);
-            if (u < 0) break;
-          }
-          in_batch.push_back(cand[pick]);
-          cand.erase(cand.begin() + static_cast<std::ptrdiff_t>(pick));
-        }
-        for (size_t id : in_batch) take(pass, id, batch);
-      } else if (static_cast<int64_t>(pass.avail.size()) >= P_) {
-        std::vector<size_t> pick = pass.avail;
-        for (int64_t j = 0; j < P_; ++j) {
-          const size_t r = static_cast<size_t>(j) + rng.below(pick.size() - static_cast<size_t>(j));
-          std::swap(pick[static_cast<size_t>(j)], pick[r]);
-        }
-        pick.resize(static_cast<size_t>(P_));
-        for (size_t id : pick) take(pass, id, batch);
-      } else {
-        // The pass runs out: its remaining ids first, then the batch continues from a fresh pass.
-        std::vector<size_t> rest = pass.avail;
-        std::unordered_set<size_t> used(rest.begin(), rest.end());
-        for (size_t id : rest) take(pass, id, batch);
-        pass = prepare(rng);
-        std::vector<size_t> cand;
-        for (size_t id : pass.avail)
-          if (!used.count(id)) cand.push_back(id);
-        const size_t need = static_cast<size_t>(P_) - rest.size();
-        for (size_t j = 0; j < need; ++j) {
-          const size_t r = j + rng.below(cand.size() - j);
-          std::swap(cand[j], cand[r]);
-          take(pass, cand[j], batch);
-        }
+        BatchIndices batch = weighted_batch(pass, rng);
+        if (b % W == shard_.rank) mine.push_back(std::move(batch));
       }
-      global.push_back(std::move(batch));
+      return mine;
     }
-    return shard_batches(std::move(global), shard_, batches_per_epoch());
+    const int64_t first = epoch * global;  // stream position of the epoch's first batch
+    int64_t pass_index = 0, pass_start = 0;
+    locate(seed, first, pass_index, pass_start);
+    for (int64_t pos = pass_start; pos < first + global; ++pass_index) {
+      auto batches = pass_batches(seed, pass_index);
+      for (auto& b : batches) {
+        if (pos >= first && pos < first + global && (pos - first) % W == shard_.rank) mine.push_back(std::move(b));
+        ++pos;
+      }
+    }
+    return mine;
   }
 
  private:
   struct Pass {
-    std::vector<std::vector<BatchIndices>> chunks;  // per id
+    std::vector<std::vector<BatchIndices>> chunks;  // per id, K indices each
     std::vector<size_t> next;                       // per id: next chunk
-    std::vector<size_t> avail;                      // ids with chunks left (first-appearance order)
+    std::vector<size_t> avail;                      // ids with chunks left
   };
+  // Each id's images (up-sampled with replacement to K when fewer) shuffled and cut into chunks of K; the
+  // last incomplete chunk is dropped.
   Pass prepare(Rng& rng) const {
     Pass p;
     const size_t n = ids_.ids.size();
@@ -349,16 +316,81 @@ class DistributedRandomIdentitySampler : public BatchSampler {
     }
     return p;
   }
-  static void take(Pass& p, size_t id, BatchIndices& batch) {
+  // Appends id's next chunk; true when that was its last.
+  static bool take(Pass& p, size_t id, BatchIndices& batch) {
     const auto& c = p.chunks[id][p.next[id]++];
     batch.insert(batch.end(), c.begin(), c.end());
-    if (p.next[id] == p.chunks[id].size()) p.avail.erase(std::find(p.avail.begin(), p.avail.end(), id));
+    return p.next[id] == p.chunks[id].size();
+  }
+  // One pass: batches of P ids drawn uniformly from those with chunks left, until fewer than P have chunks;
+  // their remaining chunks are dropped. Every batch is full (P x K).
+  std::vector<BatchIndices> pass_batches(uint64_t seed, int64_t pass_index) const {
+    Rng rng(mix_seed({seed, static_cast<uint64_t>(pass_index), 0x1Du, 0x9A55u}));
+    Pass pass = prepare(rng);
+    std::vector<BatchIndices> out;
+    auto& avail = pass.avail;
+    const size_t P = static_cast<size_t>(P_);
+    while (avail.size() >= P) {
+      for (size_t j = 0; j < P; ++j) std::swap(avail[j], avail[j + rng.below(avail.size() - j)]);
+      BatchIndices batch;
+      std::vector<char> last(P, 0);
+      for (size_t j = 0; j < P; ++j) last[j] = take(pass, avail[j], batch);
+      // Drop the exhausted ids (from the back, so that an id moved into slot j has already been looked at).
+      for (size_t j = P; j-- > 0;)
+        if (last[j]) {
+          avail[j] = avail.back();
+          avail.pop_back();
+        }
+      out.push_back(std::move(batch));
+    }
+    return out;
+  }
+  // The pass holding stream position `pos` and that pass's first position. Pass lengths are cached: epoch e
+  // needs the lengths of every earlier pass.
+  void locate(uint64_t seed, int64_t pos, int64_t& pass_index, int64_t& pass_start) const {
+    std::lock_guard<std::mutex> lk(cache_mu_);
+    if (cache_seed_ != seed || cache_starts_.empty()) {
+      cache_seed_ = seed;
+      cache_starts_.assign(1, 0);  // cache_starts_[p] = first position of pass p
+    }
+    while (cache_starts_.back() <= pos) {
+      const int64_t p = static_cast<int64_t>(cache_starts_.size()) - 1;
+      cache_starts_.push_back(cache_starts_.back() + static_cast<int64_t>(pass_batches(seed, p).size()));
+    }
+    const auto it = std::upper_bound(cache_starts_.begin(), cache_starts_.end(), pos) - 1;
+    pass_index = it - cache_starts_.begin();
+    pass_start = *it;
+  }
+  // max_iters: P ids without replacement, each draw proportional to the chunks left (numpy's
+  // choice(replace=False, p=count/count.sum())).
+  BatchIndices weighted_batch(Pass& pass, Rng& rng) const {
+    std::vector<size_t> cand = pass.avail, picked;
+    for (int64_t j = 0; j < P_; ++j) {
+      double total = 0;
+      for (size_t id : cand) total += static_cast<double>(pass.chunks[id].size() - pass.next[id]);
+      double u = rng.uniform() * total;
+      size_t pick = 0;
+      for (size_t c = 0; c < cand.size(); ++c) {
+        pick = c;
+        u -= static_cast<double>(pass.chunks[cand[c]].size() - pass.next[cand[c]]);
+        if (u < 0) break;
+      }
+      picked.push_back(cand[pick]);
+      cand.erase(cand.begin() + static_cast<std::ptrdiff_t>(pick));
+    }
+    BatchIndices batch;
+    for (size_t id : picked)
+      if (take(pass, id, batch)) pass.avail.erase(std::find(pass.avail.begin(), pass.avail.end(), id));
+    return batch;
   }
 
-  int64_t bs_ = 0, k_ = 1, P_ = 1, max_iters_ = 0, length_ = 0;
+  int64_t bs_ = 0, k_ = 1, P_ = 1, max_iters_ = 0, len_ = 0;
   bool drop_last_ = false;
   IdIndex ids_;
   ShardInfo shard_;
+  mutable std::mutex cache_mu_;
+  mutable uint64_t cache_seed_ = 0;
+  mutable std::vector<int64_t> cache_starts_;
 };
 
 using SamplerPtr = std::unique_ptr<BatchSampler>;

@@ -1,4 +1,4 @@
-// Datasets (list parsing, errors), samplers (invariants) and the loader (determinism, errors, shutdown).
+// Datasets (list parsing, errors) and the loader (determinism, errors, shutdown); samplers: test_sampler.cpp.
 #include <featlearn/data/loader.h>
 #include <featlearn/data/sampler.h>
 #include <gtest/gtest.h>
@@ -6,11 +6,15 @@
 
 #include <opencv2/imgcodecs.hpp>
 
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <future>
 #include <map>
+#include <optional>
 #include <set>
+#include <thread>
 
 using namespace featlearn;
 namespace fs = std::filesystem;
@@ -50,23 +54,6 @@ struct TempDir {
 Config config(const std::string& yaml) { return Config::from_string(yaml, "cfg.yaml"); }
 
 std::unique_ptr<Dataset> dataset(const std::string& yaml) { return create_dataset(config(yaml).root()); }
-
-// In-memory dataset of `ids` identities with counts[i] images each.
-ListDataset synthetic(const std::vector<int>& counts) {
-  std::vector<ListDataset::Item> items;
-  for (size_t id = 0; id < counts.size(); ++id)
-    for (int k = 0; k < counts[id]; ++k) {
-      ListDataset::Item it;
-      it.path = "img" + std::to_string(items.size());
-      it.label = static_cast<int64_t>(id);
-      items.push_back(it);
-    }
-  return ListDataset(std::move(items), false);
-}
-
-std::unique_ptr<BatchSampler> sampler(const std::string& yaml, const Dataset& ds, int rank = 0, int world = 1) {
-  return create_sampler(config(yaml).root(), ds, ShardInfo{rank, world});
-}
 
 }  // namespace
 
@@ -165,95 +152,62 @@ TEST(Datasets, Market1501FolderParsing) {
   EXPECT_EQ(pids, (std::set<int64_t>{2, 7}));  // no relabel outside train
 }
 
-// ---------------------------------------------------------------------------------------------------------------
-// Samplers
-
-TEST(Samplers, PKSamplerStructure) {
-  auto ds = synthetic({5, 1, 3, 8, 2, 2, 4, 6});  // 31 images, 8 ids; id 1 has one image
-  auto s = sampler("name: PKSampler\nbatch_size: 8\nsample_per_id: 2\n", ds);
-  EXPECT_EQ(s->batches_per_epoch(), 31 / 8);
-  const auto batches = s->epoch_batches(0, 0);
-  ASSERT_EQ(static_cast<int64_t>(batches.size()), s->batches_per_epoch());
-  std::map<int64_t, int> id_draws;
-  for (int e = 0; e < 30; ++e)
-    for (const auto& b : s->epoch_batches(1, e)) {
-      ASSERT_EQ(b.size(), 8u);
-      std::set<int64_t> ids;
-      for (size_t j = 0; j < b.size(); j += 2) {
-        const auto l = ds.label(static_cast<size_t>(b[j]));
-        EXPECT_EQ(ds.label(static_cast<size_t>(b[j + 1])), l) << "consecutive pairs share the id";
-        if (l != 1) EXPECT_NE(b[j], b[j + 1]) << "no image repeated unless the id is up-sampled";
-        EXPECT_TRUE(ids.insert(l).second) << "id repeated within a batch";
-        ++id_draws[l];
-      }
-    }
-  // sample_avg_prob: the 8-image id is drawn more often than the 1-image id.
-  EXPECT_GT(id_draws[3], id_draws[1]);
-  EXPECT_EQ(s->epoch_batches(5, 2), s->epoch_batches(5, 2));
-  EXPECT_NE(s->epoch_batches(5, 2), s->epoch_batches(5, 3));
-  auto msg = error_of([&] { sampler("name: PKSampler\nbatch_size: 9\nsample_per_id: 2\n", ds); });
-  EXPECT_NE(msg.find("must divide batch_size"), std::string::npos) << msg;
-  msg = error_of([&] { sampler("name: PKSampler\nbatch_size: 8\nsample_per_id: 2\nsample_method: foo\n", ds); });
-  EXPECT_NE(msg.find("id_avg_prob"), std::string::npos) << msg;
+TEST(Datasets, Market1501BadNumbersInFileNamesNameTheFile) {
+  const std::string sub = "market1501/Market-1501-v15.09.15/query";
+  auto error_for = [&](const std::string& bad) {
+    TempDir d("market_bad");
+    d.image(sub + "/0002_c1s1_000451_03.jpg", 1);
+    d.image(sub + "/" + bad, 2);
+    const auto msg = error_of([&] { dataset("name: Market1501\nimage_root: " + d.str() + "\ncls_label_path: query\n"); });
+    EXPECT_NE(msg.find(d.str() + "/" + sub + "/" + bad + ": "), std::string::npos) << msg;
+    return msg;
+  };
+  auto msg = error_for("99999999999999999999_c1s1_000451_03.jpg");
+  EXPECT_NE(msg.find("person id '99999999999999999999' is out of range"), std::string::npos) << msg;
+  msg = error_for("0002_c99999999999999999999s1_000451_03.jpg");
+  EXPECT_NE(msg.find("camera id '99999999999999999999' is out of range"), std::string::npos) << msg;
+  msg = error_for("1-2_c1s1_000001_01.jpg");  // PaddleClas's int('1-2') fails too
+  EXPECT_NE(msg.find("person id '1-2' is not an integer"), std::string::npos) << msg;
+  msg = error_for("0003_c9s1_000001_01.jpg");
+  EXPECT_NE(msg.find("camera 9 outside 1..6"), std::string::npos) << msg;
 }
 
-TEST(Samplers, IdentitySamplerCoversEveryIdAndChecksSizes) {
-  auto ds = synthetic({5, 1, 3, 8, 2, 2, 4, 6, 3, 1});
-  auto s = sampler("name: DistributedRandomIdentitySampler\nbatch_size: 8\nnum_instances: 2\ndrop_last: False\n", ds);
-  // length = 4 + 2 + 2 + 8 + 2 + 2 + 4 + 6 + 2 + 2 = 34 -> ceil(34 / 8) = 5 batches
-  EXPECT_EQ(s->batches_per_epoch(), 5);
-  for (int e = 0; e < 5; ++e) {
-    const auto batches = s->epoch_batches(3, e);
-    ASSERT_EQ(batches.size(), 5u);
-    std::set<int64_t> seen;
-    for (const auto& b : batches) {
-      ASSERT_EQ(b.size(), 8u);
-      std::set<int64_t> ids;
-      for (size_t j = 0; j < b.size(); j += 2) {
-        const auto l = ds.label(static_cast<size_t>(b[j]));
-        EXPECT_EQ(ds.label(static_cast<size_t>(b[j + 1])), l);
-        EXPECT_TRUE(ids.insert(l).second) << "id repeated within a batch";
-        seen.insert(l);
-      }
-    }
-    EXPECT_EQ(seen.size(), 10u) << "every id appears in epoch " << e;
-  }
-  auto msg = error_of([&] {
-    sampler("name: DistributedRandomIdentitySampler\nbatch_size: 7\nnum_instances: 2\ndrop_last: False\n", ds);
-  });
-  EXPECT_NE(msg.find("must be divisible by num_instances"), std::string::npos) << msg;
-}
-
-TEST(Samplers, ShardsAreDisjointAndCover) {
-  auto ds = synthetic(std::vector<int>(12, 2));  // 24 images
-  std::multiset<int64_t> all;
-  size_t per_rank = 0;
-  for (int r = 0; r < 3; ++r) {
-    auto s = sampler("name: DistributedBatchSampler\nbatch_size: 4\nshuffle: True\n", ds, r, 3);
-    const auto bs = s->epoch_batches(9, 1);
-    EXPECT_EQ(static_cast<int64_t>(bs.size()), s->batches_per_epoch());
-    if (r == 0) per_rank = bs.size();
-    EXPECT_EQ(bs.size(), per_rank);
-    for (const auto& b : bs) all.insert(b.begin(), b.end());
-  }
-  EXPECT_EQ(all.size(), 24u);
-  EXPECT_EQ(std::set<int64_t>(all.begin(), all.end()).size(), 24u) << "shards overlap";
-  // Identity sampler: the ranks' batches are disjoint parts of one global epoch.
-  auto one = sampler("name: DistributedRandomIdentitySampler\nbatch_size: 4\nnum_instances: 2\ndrop_last: True\n", ds);
-  const auto global = one->epoch_batches(4, 0);
-  std::vector<BatchIndices> merged;
-  for (int r = 0; r < 2; ++r) {
-    auto s = sampler("name: DistributedRandomIdentitySampler\nbatch_size: 4\nnum_instances: 2\ndrop_last: True\n", ds,
-                     r, 2);
-    const auto bs = s->epoch_batches(4, 0);
-    EXPECT_EQ(bs.size(), global.size() / 2);
-    for (size_t i = 0; i < bs.size(); ++i) EXPECT_EQ(bs[i], global[i * 2 + static_cast<size_t>(r)]);
-  }
-  // PK: same split of one global sequence.
-  auto pk1 = sampler("name: PKSampler\nbatch_size: 4\nsample_per_id: 2\n", ds, 1, 2);
-  auto pk0 = sampler("name: PKSampler\nbatch_size: 4\nsample_per_id: 2\n", ds, 0, 2);
-  EXPECT_NE(pk0->epoch_batches(2, 0), pk1->epoch_batches(2, 0));
-  EXPECT_EQ(pk0->batches_per_epoch(), 3);  // ceil(24 / 2) // 4
+TEST(Datasets, ListIntegersOutOfRangeNameFileAndLine) {
+  TempDir d("intrange");
+  d.image("a.png", 1, 12);
+  const std::string big = "99999999999999999999";  // > 2^63
+  auto expect_error = [&](const std::string& yaml, const std::string& want) {
+    const auto msg = error_of([&] { dataset(yaml); });
+    EXPECT_NE(msg.find(want), std::string::npos) << msg;
+  };
+  const auto common = "image_root: " + d.str() + "\ncls_label_path: " + d.str() + "/list.txt\n";
+  d.write("list.txt", "a.png 1\na.png " + big + "\n");
+  expect_error("name: VeriWild\n" + common, "list.txt:2: label '" + big + "' is out of range");
+  d.write("list.txt", "a.png 1 " + big + "\n");
+  expect_error("name: VeriWild\n" + common, "list.txt:1: camera id '" + big + "' is out of range");
+  d.write("list.txt", "a.png,-" + big + "\n");
+  expect_error("name: ImageNetDataset\ndelimiter: ','\n" + common, "list.txt:1: label '-" + big + "' is out of range");
+  d.write("list.txt", "a.png\t" + big + "\n");
+  expect_error("name: ICartoonDataset\n" + common, "list.txt:1: label '" + big + "' is out of range");
+  d.write("list.txt", "image_id\tlabel\tname\tpath\n1\t-9223372036854775808\tx\ta.png\n");  // label - 1 overflows
+  expect_error("name: LogoDataset\n" + common, "list.txt:2: label '-9223372036854775808' is out of range");
+  d.write("list.txt", "a.png " + big + "\n");
+  expect_error("name: CompCars\n" + common, "list.txt:1: label '" + big + "' is out of range");
+  // Bounding boxes are pixel coordinates: 32-bit.
+  d.write("list.txt", "a.png 1\n");
+  d.write("labels/a.txt", "1\n0 0 4294967301 5\n");  // 2^32 + 5
+  const auto compcars = "name: CompCars\n" + common + "label_root: " + d.str() + "/labels\nbbox_crop: True\n";
+  expect_error(compcars, "labels/a.txt:2: x2 '4294967301' is out of range");
+  d.write("labels/a.txt", "-2147483649 0 4 5\n");
+  expect_error(compcars, "labels/a.txt:1: x1 '-2147483649' is out of range");
+  d.write("labels/a.txt", "0 0 4 y\n");
+  expect_error(compcars, "labels/a.txt:1: y2 'y' is not an integer");
+  // -1 is an ordinary label (PaddleClas keeps it); LogoDataset's 0 becomes -1.
+  d.write("list.txt", "a.png -1 -1\n");
+  EXPECT_EQ(dataset("name: VeriWild\n" + common)->label(0), -1);
+  EXPECT_EQ(dataset("name: VeriWild\n" + common)->camid(0), -1);
+  d.write("list.txt", "image_id\tlabel\tname\tpath\n1\t0\tx\ta.png\n");
+  EXPECT_EQ(dataset("name: LogoDataset\n" + common)->label(0), -1);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -348,23 +302,74 @@ TEST(Loader, ShutdownMidEpochAndRestart) {
   TempDir d("shutdown");
   make_images(d, 40, 10);
   const auto block = "sampler:\n  name: DistributedBatchSampler\n  batch_size: 2\n  shuffle: True\n";
-  auto c = config(loader_yaml(d, 3, "", block));
-  {
-    auto l = DataLoader::create(c.root(), LoaderContext{});
-    l->start_epoch(0);
-    ASSERT_TRUE(l->next().has_value());
-    l->start_epoch(1);  // abandon epoch 0 mid-way
-    int n = 0;
-    while (l->next()) ++n;
-    EXPECT_EQ(n, 20);
-    l->start_epoch(2);
-    ASSERT_TRUE(l->next().has_value());
-  }  // destroyed mid-epoch: must not hang
-  {
-    auto l = DataLoader::create(c.root(), LoaderContext{});  // never started
-    EXPECT_FALSE(l->next().has_value());
+  const std::string yaml = loader_yaml(d, 3, "", block);
+  struct Outcome {
+    std::vector<Batch> epoch1_after_abandon, epoch1_fresh;
+    std::optional<Batch> epoch2_first, epoch2_first_fresh, never_started;
+  };
+  // Runs in its own thread so that a hang (in start_epoch, next or the destructor) fails the test after the
+  // deadline instead of stalling the suite. The thread owns everything it touches: on a timeout it is left
+  // running, detached.
+  auto task = std::make_shared<std::packaged_task<Outcome()>>([yaml] {
+    Outcome o;
+    auto c = config(yaml);
+    {
+      auto l = DataLoader::create(c.root(), LoaderContext{});
+      l->start_epoch(0);
+      if (!l->next()) throw std::runtime_error("epoch 0 gave no batch");
+      o.epoch1_after_abandon = run_epoch(*l, 1);  // abandons epoch 0 mid-way
+      l->start_epoch(2);
+      o.epoch2_first = l->next();
+    }  // destroyed mid-epoch, workers busy
+    {
+      auto l = DataLoader::create(c.root(), LoaderContext{});
+      o.epoch1_fresh = run_epoch(*l, 1);
+      l->start_epoch(2);
+      o.epoch2_first_fresh = l->next();
+    }
+    {
+      auto l = DataLoader::create(c.root(), LoaderContext{});  // never started
+      o.never_started = l->next();
+    }
+    return o;
+  });
+  auto done = task->get_future();
+  std::thread([task] { (*task)(); }).detach();
+  ASSERT_EQ(done.wait_for(std::chrono::seconds(60)), std::future_status::ready)
+      << "the loader did not finish within 60 s (hang on shutdown or restart)";
+  const Outcome o = done.get();
+  ASSERT_EQ(o.epoch1_after_abandon.size(), 20u);  // 40 images / batch_size 2
+  ASSERT_EQ(o.epoch1_fresh.size(), 20u);
+  for (size_t i = 0; i < 20; ++i) {
+    EXPECT_TRUE(torch::equal(o.epoch1_after_abandon[i].indices, o.epoch1_fresh[i].indices)) << "batch " << i;
+    EXPECT_TRUE(torch::equal(o.epoch1_after_abandon[i].images, o.epoch1_fresh[i].images)) << "batch " << i;
   }
-  SUCCEED();
+  ASSERT_TRUE(o.epoch2_first.has_value());
+  ASSERT_TRUE(o.epoch2_first_fresh.has_value());
+  EXPECT_TRUE(torch::equal(o.epoch2_first->images, o.epoch2_first_fresh->images));
+  EXPECT_FALSE(o.never_started.has_value());
+}
+
+TEST(Loader, IdentitySamplerEpochHasLenBatches) {
+  // 7 + 4 images, P = K = 2: a pass has 2 batches, len() = ceil(10 / 4) = 3: the loader hands out 3 batches
+  // per epoch (the third from the next pass), as many as batches_per_epoch() (the trainer's iterations per epoch).
+  TempDir d("identity");
+  std::string list;
+  for (int i = 0; i < 11; ++i) {
+    d.image("im/" + std::to_string(i) + ".png", i);
+    list += "im/" + std::to_string(i) + ".png " + std::to_string(i < 7 ? 0 : 1) + "\n";
+  }
+  d.write("list.txt", list);
+  auto c = config(loader_yaml(d, 2, "",
+                              "sampler:\n  name: DistributedRandomIdentitySampler\n  batch_size: 4\n"
+                              "  num_instances: 2\n  drop_last: False\n"));
+  auto l = DataLoader::create(c.root(), LoaderContext{3, 0, 1});
+  EXPECT_EQ(l->batches_per_epoch(), 3);
+  for (int64_t e = 0; e < 2; ++e) {
+    const auto batches = run_epoch(*l, e);
+    ASSERT_EQ(batches.size(), 3u);
+    for (const auto& b : batches) EXPECT_EQ(b.images.size(0), 4);
+  }
 }
 
 TEST(Loader, SizeMismatchInBatchIsAnError) {

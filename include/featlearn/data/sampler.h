@@ -1,30 +1,30 @@
-// Batch samplers (`DataLoader.<set>.sampler`), PaddleClas semantics, sharded across ranks.
-//
-// Every sampler first builds the *global* epoch from (seed, epoch) alone, then gives rank r the batches (or
-// samples) r, r + W, r + 2W, ... (W = world size): shards are disjoint, together they cover the epoch, and
-// every rank gets the same number of batches (when the count does not divide, the shorter ranks wrap around
-// to the start of the epoch unless drop_last).
+// Batch samplers (`DataLoader.<set>.sampler`), PaddleClas semantics, sharded across ranks (W = world size).
+// docs/architecture.md ("Samplers") defines each epoch exactly; batches_per_epoch() is what every rank's
+// epoch_batches() returns, and the trainer's iterations per epoch.
 //
 //   DistributedBatchSampler(batch_size, shuffle=false, drop_last=false)
-//       Each rank gets every W-th sample of the (shuffled) index list, padded by wrapping to a multiple of W;
-//       batches of batch_size, the last one partial unless drop_last. A `sampler:` without `name` (PaddleClas's
-//       plain batching: batch_size, shuffle, drop_last) behaves the same.
+//       paddle.io.DistributedBatchSampler: indices 0..N-1 padded to W*ceil(N/W) by repeating them from 0,
+//       shuffled (when shuffle), then blocks of batch_size dealt to the ranks in turn (the last, incomplete
+//       round split evenly); ceil(N/W) samples per rank, the last batch partial unless drop_last. A `sampler:`
+//       without `name` (PaddleClas's plain batching: batch_size, shuffle, drop_last) is the same sampler.
 //   PKSampler(batch_size, sample_per_id, shuffle=true, drop_last=true, sample_method=sample_avg_prob,
 //             id_list, ratio, total_epochs)
-//       ceil(N/W)//batch_size batches per rank (ceil(...) without drop_last); each batch draws
+//       ceil(N/W)//batch_size batches per rank (ceil(...) without drop_last), all full; each batch draws
 //       P = batch_size/sample_per_id distinct ids, with probability proportional to their image counts
 //       (sample_avg_prob) or uniform (id_avg_prob), optionally re-weighted by id_list/ratio (ranges of id
 //       positions in first-appearance order, both ends inclusive), then K = sample_per_id images of each id
-//       (without replacement; with replacement for ids with fewer than K images). PaddleClas's `shuffle` only
-//       permutes the id order, which does not change these draws; it is accepted for that reason.
+//       (without replacement; with replacement for ids with fewer than K images). Rank r gets the batches
+//       r, r+W, ... of one stream. PaddleClas's `shuffle` only permutes the id order, which does not change
+//       these draws; it is accepted for that reason.
 //   DistributedRandomIdentitySampler(batch_size, num_instances, drop_last=false, max_iters, shuffle)
-//       Each id's images are shuffled (ids with fewer than K = num_instances images are up-sampled to K) and
-//       cut into chunks of K; batches take P = batch_size/K distinct ids at random from the ids with chunks
-//       left. The epoch has length = sum over ids of max(n,K) - max(n,K)%K images, i.e. length/batch_size
-//       batches (rounded up without drop_last); batches are always full P x K (when the chunks run out, a fresh
-//       pass continues the batch, so every id appears in the epoch when it is not dropped by drop_last).
-//       With max_iters: that many batches, ids drawn with probability proportional to their chunks left.
-//       `shuffle` is accepted (PaddleClas ignores it; sampling is always random).
+//       A pass: each id's images shuffled (ids with fewer than K = num_instances images up-sampled to K) and
+//       cut into chunks of K; batches of P = batch_size/K distinct ids drawn uniformly from the ids with chunks
+//       left, until fewer than P have chunks (their chunks are dropped). Every batch is full P x K. An epoch
+//       is len = length//batch_size batches per rank (rounded up without drop_last; length = sum over ids of
+//       max(n,K) - max(n,K)%K) taken from the stream of passes, which continues across epochs (PaddleClas's
+//       trainer keeps its iterator and restarts it when a pass runs out). With max_iters: max_iters batches
+//       per rank, a fresh pass at each epoch and whenever fewer than P ids have chunks, ids drawn with
+//       probability proportional to their chunks left. `shuffle` is accepted (PaddleClas ignores it).
 #pragma once
 #include <featlearn/config/config.h>
 #include <featlearn/data/dataset.h>
