@@ -55,6 +55,16 @@ ConfigNode::ConfigNode(YAML::Node node, std::string path, std::shared_ptr<const 
   }
 }
 
+ConfigNode& ConfigNode::operator=(const ConfigNode& other) {
+  if (this == &other) return *this;
+  node_.reset(other.node_);
+  path_ = other.path_;
+  file_ = other.file_;
+  line_ = other.line_;
+  overrides_ = other.overrides_;
+  return *this;
+}
+
 std::string ConfigNode::where() const {
   std::string out = file_ ? *file_ : std::string("<config>");
   const bool from_override = overridden();

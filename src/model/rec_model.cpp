@@ -6,7 +6,7 @@
 
 namespace featlearn {
 
-RecModelImpl::RecModelImpl(const ConfigNode& arch) {
+RecModelImpl::RecModelImpl(const ConfigNode& arch, const std::vector<int64_t>& image_shape) {
   if (!arch.is_map()) arch.fail("expected a map (name: RecModel, Backbone, ...)");
   arch.check_keys({"name", "Backbone", "BackboneStopLayer", "Neck", "Head", "infer_output_key",
                    "infer_add_softmax", "head_feature_from"});
@@ -16,7 +16,7 @@ RecModelImpl::RecModelImpl(const ConfigNode& arch) {
                       "': featlearn builds RecModel (feature learning) models; set Arch.name: RecModel");
   register_builtin_models();
   if (!arch["Backbone"].defined()) arch.fail("missing required key 'Backbone'");
-  backbone_ = register_module("backbone", build_backbone(arch["Backbone"], arch["BackboneStopLayer"]));
+  backbone_ = register_module("backbone", build_backbone(arch["Backbone"], arch["BackboneStopLayer"], image_shape));
   if (arch["Neck"].defined()) neck_ = register_module("neck", neck_registry().create_named(arch["Neck"]));
   if (arch["Head"].defined()) head_ = register_module("head", head_registry().create_named(arch["Head"]));
 

@@ -310,7 +310,8 @@ void load_backbone_weights(BackboneImpl& backbone, const std::string& path, cons
   for (auto& [dst, src] : copies) dst.copy_(src.to(dst.scalar_type()));
 }
 
-BackbonePtr build_backbone(const ConfigNode& backbone_node, const ConfigNode& stop_layer_node) {
+BackbonePtr build_backbone(const ConfigNode& backbone_node, const ConfigNode& stop_layer_node,
+                           const std::vector<int64_t>& image_shape) {
   register_builtin_backbones();
   BackbonePtr bb = backbone_registry().create_named(backbone_node);
   if (stop_layer_node.defined()) {
@@ -330,7 +331,15 @@ BackbonePtr build_backbone(const ConfigNode& backbone_node, const ConfigNode& st
       torch::NoGradGuard ng;
       const bool was_training = bb->is_training();
       bb->eval();
-      const auto width = bb->forward(torch::zeros({1, 3, 64, 64})).flatten(1).size(1);
+      // The probe has the shape training feeds: the backbone's input_image_channel (else image_shape's C) and
+      // Global.image_shape's H x W (PaddleClas's default 3 x 224 x 224 when unknown). A stop layer before the
+      // pooling makes the width depend on H x W.
+      const bool shaped = image_shape.size() == 3;
+      const int64_t c = backbone_node["input_image_channel"].defined()
+                            ? backbone_node["input_image_channel"].as<int64_t>()
+                            : (shaped ? image_shape[0] : 3);
+      const int64_t h = shaped ? image_shape[1] : 224, w = shaped ? image_shape[2] : 224;
+      const auto width = bb->forward(torch::zeros({1, c, h, w})).flatten(1).size(1);
       bb->train(was_training);
       if (width != *dim)
         stop_layer_node["output_dim"].fail("the backbone truncated after '" + name + "' outputs " +

@@ -148,3 +148,15 @@ TEST(Config, OverrideIndexOverflowIsAConfigError) {
   const auto msg2 = message_of([&] { c.apply_override("list[18446744073709551616]=1"); });
   EXPECT_NE(msg2.find("out of range"), std::string::npos) << msg2;
 }
+
+// Assigning one ConfigNode handle to another rebinds the handle; the config tree is not modified.
+TEST(Config, NodeAssignmentRebindsWithoutTouchingTheTree) {
+  auto c = Config::from_string(kYaml, "t.yaml");
+  featlearn::ConfigNode n = c.root();
+  n = n["Arch"];
+  n = n["Head"];
+  EXPECT_EQ(n.path(), "Arch.Head");
+  EXPECT_EQ(c["Global"]["epochs"].as<int>(), 20);
+  EXPECT_EQ(c["Arch"]["name"].as<std::string>(), "RecModel");
+  EXPECT_EQ(c["Arch"]["Head"]["name"].as<std::string>(), "ArcMargin");
+}

@@ -250,3 +250,20 @@ INSTANTIATE_TEST_SUITE_P(Torchvision, Parity,
                                            std::make_pair(std::string("ResNet50"), std::string("resnet50")),
                                            std::make_pair(std::string("MobileNetV3_small_x1_0"),
                                                           std::string("mobilenet_v3_small"))));
+
+// BackboneStopLayer.output_dim is checked with an input of the training shape: Global.image_shape's H x W and
+// the backbone's input_image_channel. A stop layer before the pooling makes the width depend on both.
+TEST(BackboneStopLayer, OutputDimProbeUsesImageShapeAndChannels) {
+  const std::string text =
+      "Arch:\n  Backbone: {name: ResNet18, input_image_channel: 1}\n"
+      "  BackboneStopLayer: {name: layer4, output_dim: 512}\n";
+  auto cfg = Config::from_string(text, "test.yaml");
+  // 32 x 32 input: layer4 is 512 x 1 x 1.
+  auto bb = build_backbone(cfg["Arch"]["Backbone"], cfg["Arch"]["BackboneStopLayer"], {3, 32, 32});
+  bb->eval();
+  EXPECT_EQ(bb->forward(torch::zeros({2, 1, 32, 32})).flatten(1).size(1), 512);
+  // 64 x 64 input: 512 x 2 x 2 = 2048, so output_dim 512 is refused, naming the width.
+  const auto msg = error_of([&] { build_backbone(cfg["Arch"]["Backbone"], cfg["Arch"]["BackboneStopLayer"], {1, 64, 64}); });
+  EXPECT_NE(msg.find("Arch.BackboneStopLayer.output_dim"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("outputs 2048 values per image, not 512"), std::string::npos) << msg;
+}

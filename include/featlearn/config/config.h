@@ -26,6 +26,12 @@ class ConfigNode {
  public:
   ConfigNode() = default;
   ConfigNode(YAML::Node node, std::string path, std::shared_ptr<const std::string> file);
+  ConfigNode(const ConfigNode&) = default;
+  ConfigNode(ConfigNode&&) = default;
+  // Rebinds this handle to `other`'s node. (YAML::Node's own assignment would overwrite the referenced node
+  // in the config tree with other's value.)
+  ConfigNode& operator=(const ConfigNode& other);
+  ConfigNode& operator=(ConfigNode&& other) { return *this = static_cast<const ConfigNode&>(other); }
 
   // Key path from the root, e.g. "DataLoader.Train.transform_ops[1].RandFlipImage".
   const std::string& path() const { return path_; }

@@ -26,7 +26,9 @@ namespace featlearn {
 class RecModelImpl : public torch::nn::Module {
  public:
   // `arch` is the Arch node. Calls register_builtin_models(). Throws ConfigError naming the key and line.
-  explicit RecModelImpl(const ConfigNode& arch);
+  // `image_shape` is Global.image_shape (C x H x W, may be empty): the input the BackboneStopLayer.output_dim
+  // check probes with.
+  explicit RecModelImpl(const ConfigNode& arch, const std::vector<int64_t>& image_shape = {});
   // images: [N, C, H, W]. labels: [N] int64, or undefined (eval / inference: heads without a label).
   ModelOutput forward(torch::Tensor images, torch::Tensor labels = {});
 

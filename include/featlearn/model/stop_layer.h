@@ -132,6 +132,9 @@ void load_backbone_weights(BackboneImpl& backbone, const std::string& path, cons
 
 // Builds Arch.Backbone from the registry, applies Arch.BackboneStopLayer (when defined; keys: name) and loads
 // `pretrained` weights. Errors name the config key and line.
-BackbonePtr build_backbone(const ConfigNode& backbone_node, const ConfigNode& stop_layer_node);
+// `image_shape` (Global.image_shape, C x H x W; may be empty) shapes the probe that checks
+// BackboneStopLayer.output_dim.
+BackbonePtr build_backbone(const ConfigNode& backbone_node, const ConfigNode& stop_layer_node,
+                           const std::vector<int64_t>& image_shape = {});
 
 }  // namespace featlearn
