@@ -81,7 +81,7 @@ LoadedCheckpoint load_checkpoint(const std::string& prefix, torch::nn::Module& m
   torch::serialize::InputArchive ar;
   try {
     ar.load_from(path);
-  } catch (const c10::Error& e) {
+  } catch (const std::exception& e) {  // c10::Error, and TorchScript's errors for damaged code records
     throw Error(path + ": not a readable featlearn checkpoint (corrupt or foreign file)");
   }
   LoadedCheckpoint out;

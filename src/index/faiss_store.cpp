@@ -48,6 +48,7 @@ struct SpanReader : faiss::IOReader {
   size_t operator()(void* dst, size_t size, size_t nitems) override {
     if (size == 0) return nitems;
     const size_t can = std::min(nitems, (n - at) / size);
+    if (can == 0) return 0;  // FAISS reads empty vectors into a null buffer
     std::memcpy(dst, p + at, can * size);
     at += can * size;
     return can;
