@@ -1,7 +1,10 @@
-// Header parsers for the image formats the service accepts (sizes only; each reads a few dozen bytes and
-// checks every offset against the buffer, so any byte string is safe input). Written by hand because OpenCV
-// has no public header-only API (cv::ImageDecoder is internal) and its pixel limit cannot be set at run time.
-#include <featlearn/serve/image_probe.h>
+// Header parsers for the image formats featlearn decodes (sizes only; each reads a few dozen bytes and checks
+// every offset against the buffer, so any byte string is safe input), and the PNG / JPEG completeness walk.
+// Written by hand because OpenCV has no public header-only API (cv::ImageDecoder is internal), its pixel limit
+// cannot be set at run time, and its JPEG decoder accepts cut-short files (docs/data.md#decoding).
+#include <featlearn/data/image_probe.h>
+
+#include <fmt/format.h>
 
 #include <cctype>
 #include <cstring>
@@ -172,6 +175,70 @@ std::optional<ImageProbe> probe_pam(const Bytes& b) {
   return std::nullopt;
 }
 
+// Chunks (length(4) type(4) data crc(4)) from the signature to IEND, each wholly inside the buffer.
+std::optional<std::string> png_truncation(const Bytes& b) {
+  size_t pos = 8;
+  while (true) {
+    if (!b.has(pos, 8))
+      return fmt::format("no IEND chunk (the file ends at byte {}, inside the chunk list)", b.n);
+    const size_t len = b.be32(pos);
+    const std::string type(reinterpret_cast<const char*>(b.p + pos + 4), 4);
+    for (char c : type)
+      if (!std::isalpha(static_cast<unsigned char>(c)))
+        return fmt::format("malformed chunk type at byte {} (cut short or corrupt)", pos + 4);
+    if (len > 0x7fffffffu || !b.has(pos + 8, len + 4))
+      return fmt::format("chunk {} at byte {} needs {} bytes, the file ends after {}", type, pos, len + 12,
+                         b.n - pos);
+    if (type == "IEND") return std::nullopt;
+    pos += 12 + len;
+  }
+}
+
+// Marker segments and entropy-coded scans from SOI to EOI. Inside a scan, 0xFF is followed by 0x00 (a stuffed
+// byte), a restart marker or further 0xFF fill; any other marker ends the scan.
+std::optional<std::string> jpeg_truncation(const Bytes& b) {
+  const char* const cut = "no EOI marker after the scan data (the file is cut short)";
+  size_t pos = 2;
+  while (true) {
+    // Next marker; bytes that are not 0xFF are skipped, as libjpeg does (with a warning).
+    const void* ff = b.has(pos, 1) ? std::memchr(b.p + pos, 0xFF, b.n - pos) : nullptr;
+    if (!ff) return std::string(cut);
+    pos = static_cast<size_t>(static_cast<const unsigned char*>(ff) - b.p);
+    while (b.has(pos, 1) && b.p[pos] == 0xFF) ++pos;
+    if (!b.has(pos, 1)) return std::string(cut);
+    const unsigned m = b.p[pos];
+    if (m == 0xD9) return std::nullopt;                             // EOI
+    if (m == 0x00 || m == 0x01 || (m >= 0xD0 && m <= 0xD8)) {  // no length field
+      ++pos;
+      continue;
+    }
+    if (!b.has(pos + 1, 2)) return std::string(cut);
+    const size_t len = b.be16(pos + 1);
+    if (len < 2) return fmt::format("malformed segment length at byte {}", pos + 1);
+    if (!b.has(pos + 1, len))
+      return fmt::format("segment 0xFF{:02X} at byte {} needs {} bytes, the file ends after {}", m, pos - 1,
+                         len + 2, b.n - pos + 1);
+    pos += 1 + len;
+    if (m != 0xDA) continue;
+    // Entropy-coded data of a scan (SOS): up to the first marker that is not a stuffed byte or a restart.
+    while (true) {
+      const void* q = b.has(pos, 1) ? std::memchr(b.p + pos, 0xFF, b.n - pos) : nullptr;
+      if (!q) return std::string(cut);
+      pos = static_cast<size_t>(static_cast<const unsigned char*>(q) - b.p);
+      size_t next = pos + 1;
+      while (b.has(next, 1) && b.p[next] == 0xFF) ++next;
+      if (!b.has(next, 1)) return std::string(cut);
+      const unsigned c = b.p[next];
+      if (c == 0x00 || (c >= 0xD0 && c <= 0xD7)) {
+        pos = next + 1;
+        continue;
+      }
+      pos = next - 1;  // at the 0xFF before the marker
+      break;
+    }
+  }
+}
+
 }  // namespace
 
 const char* probed_formats() { return "PNG, JPEG, BMP, WebP, TIFF, PNM (PBM/PGM/PPM) or PAM"; }
@@ -186,6 +253,21 @@ std::optional<ImageProbe> probe_image(const void* data, size_t size) {
   if (b.starts(0, "II") || b.starts(0, "MM")) return probe_tiff(b);
   if (b.p[0] == 'P' && b.p[1] >= '1' && b.p[1] <= '6' && std::isspace(b.p[2])) return probe_pnm(b);
   if (b.starts(0, "P7\n")) return probe_pam(b);
+  return std::nullopt;
+}
+
+const char* png_or_jpeg_signature(const void* data, size_t size) {
+  const Bytes b{static_cast<const unsigned char*>(data), data ? size : 0};
+  if (b.starts(0, "\x89PNG\r\n\x1a\n")) return "png";
+  if (b.has(0, 3) && b.p[0] == 0xFF && b.p[1] == 0xD8 && b.p[2] == 0xFF) return "jpeg";
+  return "";
+}
+
+std::optional<std::string> find_truncation(const void* data, size_t size) {
+  const Bytes b{static_cast<const unsigned char*>(data), data ? size : 0};
+  const std::string format = png_or_jpeg_signature(data, size);
+  if (format == "png") return png_truncation(b);
+  if (format == "jpeg") return jpeg_truncation(b);
   return std::nullopt;
 }
 

@@ -3,10 +3,10 @@
 // the RequestBatcher) -> JSON. Every handler catches everything; httplib's exception and error handlers turn
 // whatever is left (and httplib's own 4xx) into JSON errors.
 #include <featlearn/common/error.h>
+#include <featlearn/data/image_probe.h>
 #include <featlearn/data/transforms.h>
 #include <featlearn/index/embedder.h>
 #include <featlearn/serve/batcher.h>
-#include <featlearn/serve/image_probe.h>
 #include <featlearn/serve/server.h>
 #include <fmt/format.h>
 #include <httplib.h>

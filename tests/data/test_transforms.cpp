@@ -1,4 +1,4 @@
-// Transforms against hand-computed values or OpenCV references.
+// Transforms against hand-computed values or OpenCV references (Pillow references: test_pil_ops.cpp).
 #include <featlearn/data/transforms.h>
 #include <gtest/gtest.h>
 
@@ -181,6 +181,74 @@ TEST(Transforms, RandCropImageSizeAndBounds) {
     Rng rng(s);
     tp.apply(img, rng);
     EXPECT_EQ(img.size(), cv::Size(8, 8));
+  }
+}
+
+// The crop RandCropImage takes, recovered from its output: the image stores x in channel 0 and y in channel 1,
+// and upscaling with nearest shows every column and row of the crop.
+static cv::Rect crop_of(const TransformPipeline& tp, int W, int H, uint64_t seed) {
+  cv::Mat img(H, W, CV_8UC3);
+  for (int y = 0; y < H; ++y)
+    for (int x = 0; x < W; ++x) img.at<cv::Vec3b>(y, x) = cv::Vec3b(x, y, 7);
+  Rng rng(seed);
+  tp.apply(img, rng);
+  std::vector<cv::Mat> ch;
+  cv::split(img, ch);
+  double x0, x1, y0, y1;
+  cv::minMaxLoc(ch[0], &x0, &x1);
+  cv::minMaxLoc(ch[1], &y0, &y1);
+  const cv::Rect r(static_cast<int>(x0), static_cast<int>(y0), static_cast<int>(x1 - x0) + 1,
+                   static_cast<int>(y1 - y0) + 1);
+  // Every output pixel comes from inside that rectangle (it is a crop, not a warp).
+  EXPECT_EQ(cv::countNonZero(ch[2] != 7), 0);
+  return r;
+}
+
+TEST(Transforms, RandCropImageAreaAndAspectWithinScaleAndRatio) {
+  struct Case {
+    std::string yaml;
+    int W, H;
+    double s0, s1, r0, r1;
+  };
+  // size 255 >= every crop side: the nearest upscale keeps all crop pixels.
+  const std::vector<Case> cases = {
+      {"{size: 255, interpolation: nearest}", 60, 40, 0.08, 1.0, 3.0 / 4.0, 4.0 / 3.0},
+      {"{size: 255, interpolation: nearest, scale: [0.3, 0.6], ratio: [0.5, 2.0]}", 50, 50, 0.3, 0.6, 0.5, 2.0},
+      {"{size: 255, interpolation: nearest, scale: [0.5, 1.0], ratio: [0.25, 4.0], use_log_aspect: True}", 120, 30,
+       0.5, 1.0, 0.25, 4.0},
+      {"{size: [255, 200], interpolation: nearest, scale: [0.1, 0.2], ratio: [1.0, 1.0]}", 90, 70, 0.1, 0.2, 1.0, 1.0},
+  };
+  for (const auto& c : cases) {
+    auto tp = pipeline("  - RandCropImage: " + c.yaml + "\n");
+    const double total = static_cast<double>(c.W) * c.H;
+    // For an aspect a, scale is capped at bound(a) = min((W/H)/a, (H/W)*a) so that the crop fits; the smallest
+    // cap over the ratio range bounds the lower end.
+    const double bound_min = std::min((double(c.W) / c.H) / c.r1, (double(c.H) / c.W) * c.r0);
+    double lo_frac = 2, hi_frac = 0, lo_aspect = 1e9, hi_aspect = 0;
+    for (uint64_t s = 0; s < 400; ++s) {
+      const cv::Rect r = crop_of(tp, c.W, c.H, s);
+      ASSERT_GE(r.x, 0);
+      ASSERT_GE(r.y, 0);
+      ASSERT_LE(r.x + r.width, c.W) << c.yaml << " seed " << s;
+      ASSERT_LE(r.y + r.height, c.H) << c.yaml << " seed " << s;
+      // w = int(sqrt(A a)), h = int(sqrt(A / a)) with A = W H U(scale): truncation loses less than 1 per side.
+      const double w = r.width, h = r.height;
+      EXPECT_LE(w * h, c.s1 * total * (1 + 1e-9)) << c.yaml << " seed " << s;
+      EXPECT_GE((w + 1) * (h + 1), std::min(c.s0, bound_min) * total) << c.yaml << " seed " << s;
+      EXPECT_LE(w / (h + 1), c.r1) << c.yaml << " seed " << s;
+      EXPECT_GE((w + 1) / h, c.r0) << c.yaml << " seed " << s;
+      lo_frac = std::min(lo_frac, w * h / total);
+      hi_frac = std::max(hi_frac, w * h / total);
+      lo_aspect = std::min(lo_aspect, w / h);
+      hi_aspect = std::max(hi_aspect, w / h);
+    }
+    // The draws spread over the allowed ranges (a fixed crop or a forgotten range would not).
+    EXPECT_LT(lo_frac, c.s0 + 0.25 * (c.s1 - c.s0)) << c.yaml;
+    EXPECT_GT(hi_frac, std::min(c.s1, 1.0) * 0.7) << c.yaml;
+    if (c.r1 > c.r0) {
+      EXPECT_LT(lo_aspect, c.r0 * 1.4) << c.yaml;
+      EXPECT_GT(hi_aspect, c.r1 / 1.4) << c.yaml;
+    }
   }
 }
 

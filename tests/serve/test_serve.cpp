@@ -7,7 +7,6 @@
 #include <featlearn/index/gallery_index.h>
 #include <featlearn/model/rec_model.h>
 #include <featlearn/serve/batcher.h>
-#include <featlearn/serve/image_probe.h>
 #include <featlearn/serve/server.h>
 #include <gtest/gtest.h>
 #include <httplib.h>
@@ -202,63 +201,6 @@ std::string raw_http(int port, const std::string& request) {
 }
 
 }  // namespace
-
-// ---- image header probe -------------------------------------------------------------------------------
-
-TEST(ImageProbe, ReadsSizesOfEncodedImages) {
-  cv::Mat img(5, 7, CV_8UC3, cv::Scalar(10, 20, 30));
-  for (const std::string ext : {".png", ".jpg", ".bmp", ".tiff", ".ppm", ".pgm", ".webp", ".pam"}) {
-    std::vector<uchar> buf;
-    cv::Mat src = img;
-    if (ext == ".pgm") cv::cvtColor(img, src, cv::COLOR_BGR2GRAY);
-    ASSERT_TRUE(cv::imencode(ext, src, buf)) << ext;
-    const auto p = featlearn::probe_image(buf.data(), buf.size());
-    ASSERT_TRUE(p) << ext;
-    EXPECT_EQ(p->width, 7) << ext;
-    EXPECT_EQ(p->height, 5) << ext;
-  }
-  // Lossless WebP (VP8L) too.
-  std::vector<uchar> buf;
-  ASSERT_TRUE(cv::imencode(".webp", img, buf, {cv::IMWRITE_WEBP_QUALITY, 101}));
-  const auto p = featlearn::probe_image(buf.data(), buf.size());
-  ASSERT_TRUE(p);
-  EXPECT_EQ(p->width * 1000 + p->height, 7005);
-}
-
-TEST(ImageProbe, RejectsGarbageAndTruncatedHeadersWithoutReadingPastTheEnd) {
-  EXPECT_FALSE(featlearn::probe_image("", 0));
-  EXPECT_FALSE(featlearn::probe_image("hello world, not an image", 25));
-  cv::Mat img(300, 200, CV_8UC3, cv::Scalar(1, 2, 3));
-  for (const std::string ext : {".png", ".jpg", ".bmp", ".tiff", ".ppm", ".webp"}) {
-    std::vector<uchar> buf;
-    ASSERT_TRUE(cv::imencode(ext, img, buf));
-    // Every prefix (copied, so a read past it is caught by ASan/valgrind) is either unknown or the true size.
-    for (size_t n = 0; n < std::min<size_t>(buf.size(), 600); ++n) {
-      std::vector<uchar> prefix(buf.begin(), buf.begin() + static_cast<std::ptrdiff_t>(n));
-      const auto p = featlearn::probe_image(prefix.data(), prefix.size());
-      if (p) {
-        EXPECT_EQ(p->width, 200) << ext << " prefix " << n;
-        EXPECT_EQ(p->height, 300) << ext << " prefix " << n;
-      }
-    }
-    // Random corruption never crashes.
-    std::mt19937 rng(3);
-    for (int t = 0; t < 300; ++t) {
-      auto copy = std::vector<uchar>(buf.begin(), buf.begin() + static_cast<std::ptrdiff_t>(std::min<size_t>(buf.size(), 200)));
-      for (int k = 0; k < 4; ++k) copy[rng() % copy.size()] = static_cast<uchar>(rng());
-      featlearn::probe_image(copy.data(), copy.size());
-    }
-  }
-}
-
-TEST(ImageProbe, HugeDeclaredSizeIsReportedNotDecoded) {
-  // A PNG header claiming 100000 x 100000 (the rest is missing): the probe reports it, nothing is allocated.
-  unsigned char png[33] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n', 0, 0, 0, 13, 'I', 'H', 'D', 'R',
-                           0, 1, 0x86, 0xa0, 0, 1, 0x86, 0xa0, 8, 2, 0, 0, 0, 0, 0, 0, 0};
-  const auto p = featlearn::probe_image(png, sizeof png);
-  ASSERT_TRUE(p);
-  EXPECT_EQ(p->pixels(), int64_t(100000) * 100000);
-}
 
 // ---- batcher ------------------------------------------------------------------------------------------
 

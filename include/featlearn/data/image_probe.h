@@ -1,8 +1,11 @@
-// Image dimensions from the encoded header, before anything is decoded.
+// Image dimensions from the encoded header, before anything is decoded, and a completeness check of PNG and
+// JPEG byte streams.
 //
-// The service bounds decoded pixels (ServeOptions::max_pixels) without decoding: OpenCV's own limit
-// (OPENCV_IO_MAX_IMAGE_PIXELS) is read once when libopencv_imgcodecs loads, so a process cannot set it for
-// itself, and a small compressed upload (a PNG of zeros) can otherwise decode to gigabytes.
+// Decoded pixels are bounded without decoding (TransformPipeline's DecodeImage.max_pixels, the service's
+// ServeOptions::max_pixels): OpenCV's own limit (OPENCV_IO_MAX_IMAGE_PIXELS) is read once when
+// libopencv_imgcodecs loads, so a process cannot set it for itself, and a small compressed file (a PNG of zeros)
+// can otherwise decode to gigabytes. OpenCV decodes a cut-short JPEG without an error (the missing part comes
+// out gray), hence the completeness check (docs/data.md#decoding).
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -24,5 +27,14 @@ std::optional<ImageProbe> probe_image(const void* data, size_t size);
 
 // "PNG, JPEG, BMP, WebP, TIFF, PNM (PBM/PGM/PPM) or PAM": the formats probe_image() knows.
 const char* probed_formats();
+
+// "png" or "jpeg" when the bytes start with that format's signature, else "".
+const char* png_or_jpeg_signature(const void* data, size_t size);
+
+// Why a PNG or JPEG byte stream is incomplete, e.g. "no EOI marker after the scan data" or "chunk IDAT at byte
+// 41 needs 8204 bytes, the file ends after 3000"; nullopt when it is complete or is not PNG/JPEG. A PNG is
+// complete when its chunks, each whole, reach IEND; a JPEG when its segments and entropy-coded scans reach the
+// EOI marker (bytes after IEND / EOI are allowed). Reads only inside [data, data + size).
+std::optional<std::string> find_truncation(const void* data, size_t size);
 
 }  // namespace featlearn

@@ -7,11 +7,17 @@
 // transpose HWC->CHW after the ops; an image already CHW is not transposed twice).
 //
 // Ops (keys and defaults as in PaddleClas):
-//   DecodeImage(to_rgb=true, channel_first=false, to_np=true, backend=cv2)   implicit first op when absent
-//   ResizeImage(size int|[w,h] | resize_short, interpolation=bilinear|nearest|area|bicubic|lanczos|random,
-//               backend, return_numpy)
+//   DecodeImage(to_rgb=true, channel_first=false, to_np=true, backend=cv2, max_pixels=178956970)
+//                                                implicit first op when absent; OpenCV decodes with either
+//                                                backend. max_pixels (featlearn): larger images are bad images,
+//                                                refused from the header before decoding (docs/data.md#decoding)
+//   ResizeImage(size int|[w,h] | resize_short, interpolation, backend=cv2, return_numpy)
 //   RandCropImage(size int|[w,h], scale=[0.08,1], ratio=[3/4,4/3], interpolation, use_log_aspect=false,
-//                 progress_size, backend)        random area/aspect crop resized to size
+//                 progress_size, backend=cv2)   random area/aspect crop resized to size
+//     Resizing (PaddleClas's UnifiedResize): backend cv2 = OpenCV, interpolation nearest|bilinear|area|bicubic|
+//     lanczos|random, default bilinear; backend pil = Pillow 9.4's Image.resize to the bit (antialiased when
+//     shrinking; include/featlearn/data/pil_ops.h), interpolation nearest|bilinear|bicubic|box|lanczos|hamming|
+//     random, default bicubic (Pillow's default). random = bilinear or bicubic per image.
 //   RandCropImageV2(size int|[w,h])              random crop without resize
 //   CropImage(size int|[w,h])                    center crop
 //   RandFlipImage(flip_code=1)                   1 horizontal, 0 vertical, -1 both; with probability 1/2
@@ -19,7 +25,7 @@
 //       backend)
 //   AugMix(prob=0.5, aug_prob_coeff=0.1, mixture_width=3, mixture_depth=1 (-1: random 1..3),
 //          aug_severity=1)                       ops: autocontrast, equalize, posterize, rotate, solarize,
-//                                                shear_x, shear_y, translate_x, translate_y
+//                                                shear_x, shear_y, translate_x, translate_y (Pillow-exact)
 //   ColorJitter(prob=2, brightness=0, contrast=0, saturation=0, hue=0, keys)  random order of the four
 //   RandomRotation(prob=0.5, degrees, interpolation=nearest|bilinear|bicubic, expand=false, center, fill=0,
 //                  keys)
@@ -38,6 +44,7 @@
 
 #include <opencv2/core.hpp>
 
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
@@ -61,16 +68,20 @@ class Transform {
   virtual std::string name() const = 0;
 };
 
+// DecodeImage.max_pixels default: the size at which Pillow refuses an image (DecompressionBombError, twice its
+// MAX_IMAGE_PIXELS), about 179 megapixels, 537 MB decoded.
+constexpr int64_t kDefaultMaxImagePixels = 178956970;
+
 class TransformPipeline {
  public:
   // `ops` is a transform_ops list node (may be undefined or null: decode only).
   static TransformPipeline create(const ConfigNode& ops);
 
-  // Reads and decodes an image file (DecodeImage semantics). Throws BadImageError when the file cannot be
-  // read or decoded.
+  // Reads and decodes an image file (DecodeImage semantics). Throws BadImageError naming the file when it
+  // cannot be read or decoded, is a truncated PNG/JPEG, or has more than DecodeImage.max_pixels pixels.
   cv::Mat decode(const std::string& path) const;
-  // Decodes an in-memory encoded image (same semantics); `what` names it in errors. An image over OpenCV's
-  // pixel limit (OPENCV_IO_MAX_IMAGE_PIXELS, when set in the environment at start) is a BadImageError too.
+  // Decodes an in-memory encoded image (same semantics and errors); `what` names it in errors. OpenCV's own
+  // pixel limit (OPENCV_IO_MAX_IMAGE_PIXELS, 2^30 unless set in the environment at start) also applies.
   cv::Mat decode_bytes(const void* data, size_t size, const std::string& what) const;
   // Applies the ops after DecodeImage.
   void apply(cv::Mat& img, Rng& rng) const;
@@ -79,9 +90,11 @@ class TransformPipeline {
 
   const ImageState& output_state() const { return out_; }
   size_t num_ops() const { return ops_.size(); }
+  int64_t max_pixels() const { return max_pixels_; }
 
  private:
   bool to_rgb_ = true;
+  int64_t max_pixels_ = kDefaultMaxImagePixels;
   std::vector<std::shared_ptr<const Transform>> ops_;
   ImageState out_;
 };
