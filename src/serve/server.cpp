@@ -7,6 +7,7 @@
 #include <featlearn/data/transforms.h>
 #include <featlearn/index/embedder.h>
 #include <featlearn/serve/batcher.h>
+#include <featlearn/serve/requests.h>
 #include <featlearn/serve/server.h>
 #include <fmt/format.h>
 #include <httplib.h>
@@ -38,22 +39,9 @@ using Clock = std::chrono::steady_clock;
 namespace {
 
 constexpr size_t kLatencyRing = 2048;       // recent latencies kept per endpoint
-constexpr int kMaxJsonDepth = 8;             // bodies nest 2 levels; deeper input is refused before parsing
-constexpr size_t kMaxLabelBytes = 1024;
-// A JSON body holds one vector and short strings: more than this is refused before parsing (a parsed JSON
-// array costs ~16 bytes per element, so a 16 MiB body of zeros would otherwise take ~128 MiB per request).
-constexpr size_t kJsonSlackBytes = 32 << 10;
-constexpr size_t kJsonBytesPerValue = 64;
-constexpr int64_t kMaxTopK = 1000;
 constexpr auto kJobTimeout = std::chrono::seconds(120);  // an image job not answered by then is a 503
 
-// A request error: status + message (the message names the field).
-struct HttpError {
-  int status;
-  std::string message;
-};
-
-[[noreturn]] void fail(int status, std::string message) { throw HttpError{status, std::move(message)}; }
+[[noreturn]] void fail(int status, std::string message) { http_fail(status, std::move(message)); }
 
 std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
 
@@ -79,157 +67,10 @@ std::string trim(const std::string& s) {
 }
 
 // "image/png; charset=x" -> "image/png".
-std::string media_type(const httplib::Request& req) {
-  const std::string ct = req.get_header_value("Content-Type");
-  return lower(trim(ct.substr(0, ct.find(';'))));
-}
+std::string media_type(const httplib::Request& req) { return media_type_of(req.get_header_value("Content-Type")); }
 
 bool is_loopback(const std::string& host) {
   return host == "localhost" || host == "::1" || host == "[::1]" || host.rfind("127.", 0) == 0;
-}
-
-bool valid_utf8(const std::string& s) {
-  size_t i = 0;
-  while (i < s.size()) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    const size_t extra = c < 0x80 ? 0 : (c >> 5) == 0x6 ? 1 : (c >> 4) == 0xE ? 2 : (c >> 3) == 0x1E ? 3 : 4;
-    if (extra == 4 || s.size() - i < extra + 1) return false;
-    for (size_t k = 1; k <= extra; ++k)
-      if ((static_cast<unsigned char>(s[i + k]) >> 6) != 0x2) return false;
-    i += extra + 1;
-  }
-  return true;
-}
-
-// Nesting depth of a JSON text (brackets outside strings), stopping early past `limit`. nlohmann's parser
-// is iterative, but destroying a very deep value recurses: deep input is refused before it is parsed.
-int json_depth(const std::string& s, int limit) {
-  int depth = 0, max_depth = 0;
-  bool in_string = false, escaped = false;
-  for (char c : s) {
-    if (in_string) {
-      if (escaped) escaped = false;
-      else if (c == '\\') escaped = true;
-      else if (c == '"') in_string = false;
-    } else if (c == '"') {
-      in_string = true;
-    } else if (c == '[' || c == '{') {
-      max_depth = std::max(max_depth, ++depth);
-      if (max_depth > limit) return max_depth;
-    } else if (c == ']' || c == '}') {
-      --depth;
-    }
-  }
-  return max_depth;
-}
-
-json parse_json_object(const std::string& body, int64_t dim) {
-  const size_t limit = kJsonSlackBytes + kJsonBytesPerValue * static_cast<size_t>(dim);
-  if (body.size() > limit)
-    fail(413, fmt::format("body: a JSON body of {} bytes is too large for one {}-d vector (at most {} bytes)",
-                          body.size(), dim, limit));
-  if (json_depth(body, kMaxJsonDepth) > kMaxJsonDepth)
-    fail(400, fmt::format("malformed JSON body: nested deeper than {} levels", kMaxJsonDepth));
-  json j;
-  try {
-    j = json::parse(body);
-  } catch (const json::exception& e) {
-    fail(400, std::string("malformed JSON body: ") + e.what());
-  }
-  if (!j.is_object()) fail(400, "malformed JSON body: expected an object such as {\"vector\": [...]}");
-  return j;
-}
-
-void check_keys(const json& j, const std::vector<std::string>& allowed) {
-  for (const auto& kv : j.items()) {
-    if (std::find(allowed.begin(), allowed.end(), kv.key()) == allowed.end())
-      fail(400, fmt::format("unknown field '{}' in the JSON body (allowed: {}){}", kv.key(), join(allowed),
-                            did_you_mean(kv.key(), allowed)));
-  }
-}
-
-// body["vector"] -> dim float32s, finite.
-std::vector<float> parse_vector(const json& j, int64_t dim) {
-  if (!j.contains("vector")) fail(400, "vector: missing (the JSON body must hold {\"vector\": [numbers]})");
-  const auto& v = j["vector"];
-  if (!v.is_array()) fail(400, "vector: must be an array of numbers");
-  if (static_cast<int64_t>(v.size()) != dim)
-    fail(400, fmt::format("vector: expected {} values (the index dimension), got {}", dim, v.size()));
-  std::vector<float> out(v.size());
-  for (size_t i = 0; i < v.size(); ++i) {
-    if (!v[i].is_number()) fail(400, fmt::format("vector[{}]: not a number ({})", i, dump(v[i]).substr(0, 40)));
-    const double d = v[i].get<double>();
-    const float f = static_cast<float>(d);
-    if (!std::isfinite(d) || !std::isfinite(f)) fail(400, fmt::format("vector[{}]: not a finite float32 value", i));
-    out[i] = f;
-  }
-  return out;
-}
-
-// A stored text field (label, extra): bounded, printable, UTF-8 (it is written back into JSON and lists).
-std::string check_text(const std::string& value, const char* field) {
-  if (value.size() > kMaxLabelBytes) fail(400, fmt::format("{}: longer than {} bytes", field, kMaxLabelBytes));
-  for (unsigned char c : value)
-    if (c < 0x20 || c == 0x7f) fail(400, fmt::format("{}: control characters (tab, newline, ...) are not allowed", field));
-  if (!valid_utf8(value)) fail(400, fmt::format("{}: not valid UTF-8", field));
-  return value;
-}
-
-// Every query parameter must be known and given once.
-void check_params(const httplib::Request& req, const std::vector<std::string>& allowed) {
-  std::set<std::string> seen;
-  for (const auto& kv : req.params) {
-    if (std::find(allowed.begin(), allowed.end(), kv.first) == allowed.end())
-      fail(400, fmt::format("unknown query parameter '{}' (allowed: {}){}", kv.first,
-                            allowed.empty() ? std::string("none") : join(allowed), did_you_mean(kv.first, allowed)));
-    if (!seen.insert(kv.first).second) fail(400, fmt::format("{}: given more than once", kv.first));
-  }
-}
-
-std::optional<int64_t> parse_int(const std::string& s) {
-  int64_t v = 0;
-  const auto r = std::from_chars(s.data(), s.data() + s.size(), v);
-  if (s.empty() || r.ec != std::errc() || r.ptr != s.data() + s.size()) return std::nullopt;
-  return v;
-}
-
-std::optional<float> parse_float(const std::string& s) {
-  float v = 0;
-  const auto r = std::from_chars(s.data(), s.data() + s.size(), v);
-  if (s.empty() || r.ec != std::errc() || r.ptr != s.data() + s.size() || !std::isfinite(v)) return std::nullopt;
-  return v;
-}
-
-SearchOptions search_options(const httplib::Request& req, SearchOptions opt) {
-  check_params(req, {"top_k", "score_thres", "hamming_radius"});
-  if (req.has_param("top_k")) {
-    const auto s = req.get_param_value("top_k");
-    const auto k = parse_int(s);
-    if (!k || *k < 1 || *k > kMaxTopK)
-      fail(400, fmt::format("top_k: must be an integer in 1..{} (got '{}')", kMaxTopK, s.substr(0, 40)));
-    opt.top_k = *k;
-  }
-  if (req.has_param("score_thres")) {
-    const auto s = req.get_param_value("score_thres");
-    const auto t = parse_float(s);
-    if (!t) fail(400, fmt::format("score_thres: must be a finite number (got '{}')", s.substr(0, 40)));
-    opt.score_thres = *t;
-  }
-  if (req.has_param("hamming_radius")) {
-    const auto s = req.get_param_value("hamming_radius");
-    const auto r = parse_float(s);
-    if (!r || *r < 0) fail(400, fmt::format("hamming_radius: must be a number >= 0 (got '{}')", s.substr(0, 40)));
-    opt.hamming_radius = *r;
-  }
-  return opt;
-}
-
-// "/items/17" -> 17; 400 for anything else after /items/.
-int64_t item_id(const std::string& path) {
-  const std::string s = path.substr(std::string("/items/").size());
-  const auto id = parse_int(s);
-  if (!id || *id < 0) fail(400, fmt::format("id: '{}' is not an item id (a non-negative integer)", s.substr(0, 40)));
-  return *id;
 }
 
 // Constant-time comparison (the token must not leak through timing).
@@ -562,13 +403,11 @@ BatchJobResult Server::Impl::run_job(BatchJob job, RequestBatcher::Ticket* ticke
 }
 
 void Server::Impl::handle_search(const httplib::Request& req, httplib::Response& res, const std::string& body) {
-  const SearchOptions so = search_options(req, defaults);
+  const SearchOptions so = parse_search_params(req.params, defaults);
   const std::string type = media_type(req);
   std::vector<SearchHit> hits;
   if (type == "application/json") {
-    const json j = parse_json_object(body, index->spec().dim);
-    check_keys(j, {"vector"});
-    const auto v = parse_vector(j, index->spec().dim);
+    const auto v = parse_search_body(body, index->spec().dim);
     hits = index->search(v.data(), 1, so).at(0);
   } else if (type.rfind("image/", 0) == 0) {
     require_model();
@@ -591,26 +430,11 @@ void Server::Impl::handle_search(const httplib::Request& req, httplib::Response&
 
 void Server::Impl::handle_add(const httplib::Request& req, httplib::Response& res, const std::string& body) {
   require_token(req);
-  check_params(req, {"label"});
+  NewItem item = parse_add_params(req.params);  // path stays "": nothing a client sends names a server-side file
   const std::string type = media_type(req);
-  NewItem item;  // path stays "": nothing a client sends names a server-side file
-  if (req.has_param("label")) item.label = check_text(req.get_param_value("label"), "label");
   int64_t id = -1;
   if (type == "application/json") {
-    const json j = parse_json_object(body, index->spec().dim);
-    check_keys(j, {"vector", "label", "extra"});
-    if (j.contains("label")) {
-      if (req.has_param("label")) fail(400, "label: given both in the query and in the JSON body");
-      const auto& l = j["label"];
-      if (l.is_string()) item.label = check_text(l.get<std::string>(), "label");
-      else if (l.is_number_integer()) item.label = std::to_string(l.get<int64_t>());
-      else fail(400, "label: must be a string or an integer");
-    }
-    if (j.contains("extra")) {
-      if (!j["extra"].is_string()) fail(400, "extra: must be a string");
-      item.extra = check_text(j["extra"].get<std::string>(), "extra");
-    }
-    const auto v = parse_vector(j, index->spec().dim);
+    const auto v = parse_add_body(body, index->spec().dim, req.has_param("label"), &item);
     id = index->add({item}, v.data()).at(0);
     on_write(1);
   } else if (type.rfind("image/", 0) == 0) {
@@ -630,8 +454,8 @@ void Server::Impl::handle_add(const httplib::Request& req, httplib::Response& re
 }
 
 void Server::Impl::handle_get(const httplib::Request& req, httplib::Response& res) {
-  check_params(req, {});
-  const int64_t id = item_id(req.path);
+  check_query_params(req.params, {});
+  const int64_t id = parse_item_id(req.path);
   const auto meta = index->get(id);
   if (!meta) fail(404, fmt::format("id: no item {}", id));
   reply(res, 200, json{{"id", meta->id}, {"path", meta->path}, {"label", meta->label}});
@@ -639,9 +463,9 @@ void Server::Impl::handle_get(const httplib::Request& req, httplib::Response& re
 
 void Server::Impl::handle_delete(const httplib::Request& req, httplib::Response& res) {
   require_token(req);
-  check_params(req, {});
+  check_query_params(req.params, {});
   if (req.path.rfind("/items/", 0) != 0) return reply_unknown_route(req, res);
-  const int64_t id = item_id(req.path);
+  const int64_t id = parse_item_id(req.path);
   if (index->remove({id}) == 0) fail(404, fmt::format("id: no item {}", id));
   on_write(1);
   reply(res, 200, json{{"removed", id}});
@@ -731,7 +555,7 @@ void Server::Impl::setup_routes() {
       return httplib::Server::HandlerResponse::Handled;
     }
     if (req.has_header("Content-Length")) {
-      const auto n = parse_int(trim(req.get_header_value("Content-Length")));
+      const auto n = parse_http_int(trim(req.get_header_value("Content-Length")));
       if (!n || *n < 0) {
         reply_error(res, 400, "Content-Length: not a number");
         return httplib::Server::HandlerResponse::Handled;
@@ -775,7 +599,7 @@ void Server::Impl::setup_routes() {
   s.Get("/health", [](const Request&, Response& res) { reply(res, 200, json{{"status", "ok"}}); });
   s.Get("/stats", [this](const Request& req, Response& res) {
     guarded(res, [&] {
-      check_params(req, {});
+      check_query_params(req.params, {});
       res.status = 200;
       res.set_content(stats_json(), "application/json");
     });
