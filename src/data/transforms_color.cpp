@@ -147,7 +147,8 @@ void augmix_op(int op, cv::Mat& img, int severity, Rng& rng) {
     case 5: case 6: {
       double level = float_parameter(sample_level(severity, rng), 0.3);
       if (rng.uniform() > 0.5) level = -level;
-      img = op == 5 ? pil_affine_bilinear(img, {1, level, 0, 0, 1, 0}) : pil_affine_bilinear(img, {1, 0, 0, level, 1, 0});
+      img = op == 5 ? pil_affine_bilinear(img, {1, level, 0, 0, 1, 0})
+                    : pil_affine_bilinear(img, {1, 0, 0, level, 1, 0});
       break;
     }
     default: {  // 7: translate_x, 8: translate_y (by whole pixels)

@@ -141,7 +141,8 @@ TEST(DecodeImage, TruncatedJpegAndPngAreBadImagesNamingTheFile) {
       write_bytes(path, buf, cut);
       const std::string msg = decode_error(tp, path.string());
       EXPECT_NE(msg.find(path.string()), std::string::npos) << v.name << " cut at " << cut << ": " << msg;
-      const bool said = msg.find("truncated") != std::string::npos || msg.find("header is cut short") != std::string::npos;
+      const bool said =
+          msg.find("truncated") != std::string::npos || msg.find("header is cut short") != std::string::npos;
       EXPECT_TRUE(said) << v.name << " cut at " << cut << " of " << buf.size() << ": " << msg;
       // The whole pipeline (what the loader runs, and turns into on_bad_image) refuses it the same way.
       Rng rng(0);
@@ -174,7 +175,8 @@ TEST(DecodeImage, FindTruncationNamesWhatIsMissing) {
   ASSERT_TRUE(cv::imencode(".png", noise(16, 16, 3), png));
   EXPECT_FALSE(find_truncation(jpg.data(), jpg.size()));
   EXPECT_FALSE(find_truncation(png.data(), png.size()));
-  EXPECT_EQ(find_truncation(jpg.data(), jpg.size() - 2).value_or(""), "no EOI marker after the scan data (the file is cut short)");
+  EXPECT_EQ(find_truncation(jpg.data(), jpg.size() - 2).value_or(""),
+            "no EOI marker after the scan data (the file is cut short)");
   const auto idat = find_truncation(png.data(), png.size() / 2).value_or("");
   EXPECT_NE(idat.find("chunk IDAT at byte"), std::string::npos) << idat;
   const auto iend = find_truncation(png.data(), png.size() - 12).value_or("");

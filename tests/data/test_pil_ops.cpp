@@ -112,7 +112,8 @@ TEST(PilOps, BitExactAgainstPillow) {
     EXPECT_EQ(d, 0) << c.op << " " << c.arg << " on " << c.src << ": max |difference| " << d
                     << (d == 1000 ? " (size or type differs)" : "");
   }
-  for (const auto& [key, w] : worst) std::printf("  %-18s max |diff| %d over %d cases\n", key.c_str(), w.first, w.second);
+  for (const auto& [key, w] : worst)
+    std::printf("  %-18s max |diff| %d over %d cases\n", key.c_str(), w.first, w.second);
   // Every op and filter of the fixtures was exercised.
   for (const char* key : {"resize/nearest", "resize/box", "resize/bilinear", "resize/hamming", "resize/bicubic",
                           "resize/lanczos", "affine", "rotate", "autocontrast", "equalize", "posterize", "solarize"})
@@ -121,22 +122,23 @@ TEST(PilOps, BitExactAgainstPillow) {
 
 TEST(PilOps, ResizeImageWithPilBackendIsPillowsResize) {
   const cv::Mat src = load("src_noise_64x48.png");
+  // op parameters -> reference (the fixtures' name for Pillow's resize of src_noise_64x48 with that filter/size)
   const std::map<std::string, std::string> refs = {
-      {"  - ResizeImage: {size: [23, 17], backend: pil, interpolation: bilinear}\n", "resize_bilinear_23x17_noise_64x48.png"},
-      {"  - ResizeImage: {size: [23, 17], backend: PIL, interpolation: lanczos}\n", "resize_lanczos_23x17_noise_64x48.png"},
-      {"  - ResizeImage: {size: [32, 24], backend: pil, interpolation: box}\n", "resize_box_32x24_noise_64x48.png"},
-      {"  - ResizeImage: {size: [32, 24], backend: pil, interpolation: hamming}\n", "resize_hamming_32x24_noise_64x48.png"},
+      {"{size: [23, 17], backend: pil, interpolation: bilinear}", "bilinear_23x17"},
+      {"{size: [23, 17], backend: PIL, interpolation: lanczos}", "lanczos_23x17"},
+      {"{size: [32, 24], backend: pil, interpolation: box}", "box_32x24"},
+      {"{size: [32, 24], backend: pil, interpolation: hamming}", "hamming_32x24"},
       // No interpolation: Pillow's default, bicubic (PaddleClas passes none).
-      {"  - ResizeImage: {size: [23, 17], backend: pil}\n", "resize_bicubic_23x17_noise_64x48.png"},
+      {"{size: [23, 17], backend: pil}", "bicubic_23x17"},
       // resize_short 24: percent = 24 / 48, (64, 48) -> (32, 24)
-      {"  - ResizeImage: {resize_short: 24, backend: pil, interpolation: nearest}\n", "resize_nearest_32x24_noise_64x48.png"},
+      {"{resize_short: 24, backend: pil, interpolation: nearest}", "nearest_32x24"},
   };
-  for (const auto& [yaml, ref_name] : refs) {
-    auto tp = pipeline(yaml);
+  for (const auto& [params, ref] : refs) {
+    auto tp = pipeline("  - ResizeImage: " + params + "\n");
     cv::Mat img = src.clone();
     Rng rng(0);
     tp.apply(img, rng);
-    EXPECT_EQ(max_abs_diff(img, load(ref_name)), 0) << yaml;
+    EXPECT_EQ(max_abs_diff(img, load("resize_" + ref + "_noise_64x48.png")), 0) << params;
   }
   // backend cv2 (the default) stays OpenCV's resize.
   auto cv2 = pipeline("  - ResizeImage: {size: [23, 17]}\n");
