@@ -1,5 +1,7 @@
 // Registers the builtin backbones in backbone_registry() (explicit registration, see docs/architecture.md).
 #include <featlearn/model/mobilenet_v3.h>
+#include <featlearn/model/pp_lcnet.h>
+#include <featlearn/model/pp_lcnet_v2.h>
 #include <featlearn/model/resnet.h>
 
 #include <featlearn/common/error.h>
@@ -90,6 +92,8 @@ void register_builtin_backbones() {
     add_resnet("ResNet50_last_stage_stride1", "resnet50-0676ba61.pth");
     add_mobilenet("MobileNetV3_small_x1_0", false, "mobilenet_v3_small-047dcff4.pth");
     add_mobilenet("MobileNetV3_large_x1_0", true, "mobilenet_v3_large-8738ca79.pth");
+    register_pplcnet_backbones();     // PPLCNet_x0_25 ... PPLCNet_x2_5, PPLCNetBaseNet, PPLCNet_x2_5_Tanh
+    register_pplcnet_v2_backbones();  // PPLCNetV2_small|base|large, PPLCNetV2_base_ShiTu
     return true;
   }();
   (void)done;
