@@ -20,7 +20,11 @@ namespace featlearn {
 
 int64_t Dataset::num_classes() const {
   int64_t m = -1;
-  for (size_t i = 0; i < size(); ++i) m = std::max(m, label(i));
+  for (size_t i = 0; i < size(); ++i) {
+    if (label(i) == std::numeric_limits<int64_t>::max())
+      throw Error(fmt::format("{}: label {} is too large (labels are class indices 0..C-1)", source(i), label(i)));
+    m = std::max(m, label(i));
+  }
   return m + 1;
 }
 

@@ -1,6 +1,7 @@
 #include "faiss_store.h"
 
 #include <faiss/IndexBinary.h>
+#include <faiss/IndexBinaryFlat.h>
 #include <faiss/IndexBinaryHNSW.h>
 #include <faiss/IndexBinaryIVF.h>
 #include <faiss/IndexFlat.h>
@@ -67,6 +68,81 @@ bool take(const std::vector<uint8_t>& in, size_t& at, T* v) {
   std::memcpy(v, in.data() + at, sizeof(T));
   at += sizeof(T);
   return true;
+}
+
+// FAISS trusts the indexes it reads: a snapshot that passes the checksum but was written wrongly (or crafted)
+// could make a search read outside FAISS's arrays. These checks cover what the index types featlearn builds
+// rely on (sizes, the spec's dimension and metric, HNSW graph links); "" when the payload is consistent.
+std::string check_hnsw(const faiss::HNSW& h, int64_t n) {
+  const auto& cum = h.cum_nneighbor_per_level;
+  if (static_cast<int64_t>(h.levels.size()) != n || static_cast<int64_t>(h.offsets.size()) != n + 1 || cum.empty() ||
+      cum[0] != 0 || h.max_level < -1 || h.max_level + 2 > static_cast<int>(cum.size()))
+    return "HNSW tables do not match the vector count";
+  for (size_t l = 1; l < cum.size(); ++l)
+    if (cum[l] < cum[l - 1]) return "HNSW neighbor counts decrease";
+  if (n == 0) return h.entry_point == -1 ? "" : "HNSW entry point in an empty graph";
+  if (h.entry_point < 0 || h.entry_point >= n || h.levels[static_cast<size_t>(h.entry_point)] != h.max_level + 1)
+    return "HNSW entry point out of range";
+  if (h.offsets[0] != 0 || h.offsets.back() != h.neighbors.size()) return "HNSW offsets do not match the links";
+  for (int64_t i = 0; i < n; ++i) {
+    const int level = h.levels[static_cast<size_t>(i)];
+    if (level < 1 || level > h.max_level + 1) return "HNSW node level out of range";
+    const size_t begin = h.offsets[static_cast<size_t>(i)], end = h.offsets[static_cast<size_t>(i) + 1];
+    if (end < begin || end - begin != static_cast<size_t>(cum[static_cast<size_t>(level)]))
+      return "HNSW offsets do not match the node levels";
+    for (int l = 0; l < level; ++l)
+      for (size_t k = begin + static_cast<size_t>(cum[static_cast<size_t>(l)]);
+           k < begin + static_cast<size_t>(cum[static_cast<size_t>(l) + 1]); ++k) {
+        const int64_t j = h.neighbors[k];
+        if (j < -1 || j >= n || (j >= 0 && h.levels[static_cast<size_t>(j)] <= l)) return "HNSW link out of range";
+      }
+  }
+  return "";
+}
+
+std::string check_float_payload(const faiss::Index* f, const IndexSpec& spec) {
+  if (!f) return "no index";
+  if (f->d != spec.dim) return fmt::format("FAISS index of dimension {} for an index of dimension {}", f->d, spec.dim);
+  const auto metric = spec.metric == IndexMetric::kL2 ? faiss::METRIC_L2 : faiss::METRIC_INNER_PRODUCT;
+  if (f->metric_type != metric) return "FAISS index metric does not match the index spec";
+  if (f->ntotal < 0) return "negative vector count";
+  if (const auto* flat = dynamic_cast<const faiss::IndexFlatCodes*>(f)) {
+    if (flat->code_size != static_cast<size_t>(f->d) * sizeof(float) ||
+        flat->codes.size() != static_cast<size_t>(f->ntotal) * flat->code_size)
+      return "flat codes do not match the vector count";
+  } else if (const auto* hnsw = dynamic_cast<const faiss::IndexHNSW*>(f)) {
+    const std::string why = check_float_payload(hnsw->storage, spec);
+    if (!why.empty()) return "HNSW storage: " + why;
+    if (hnsw->storage->ntotal != f->ntotal) return "HNSW storage does not match the vector count";
+    return check_hnsw(hnsw->hnsw, f->ntotal);
+  } else if (const auto* ivf = dynamic_cast<const faiss::IndexIVF*>(f)) {
+    if (!ivf->quantizer || ivf->quantizer->d != f->d || ivf->quantizer->ntotal != static_cast<int64_t>(ivf->nlist) ||
+        !ivf->invlists || ivf->invlists->nlist != ivf->nlist || ivf->invlists->code_size != ivf->code_size)
+      return "IVF lists do not match their quantizer";
+  }
+  return "";
+}
+
+std::string check_binary_payload(const faiss::IndexBinary* b, const IndexSpec& spec) {
+  if (!b) return "no index";
+  if (b->d != spec.dim || b->code_size * 8 != b->d)
+    return fmt::format("FAISS index of {} bits for an index of {} bits", b->d, spec.dim);
+  if (b->ntotal < 0) return "negative vector count";
+  if (const auto* flat = dynamic_cast<const faiss::IndexBinaryFlat*>(b)) {
+    if (flat->xb.size() != static_cast<size_t>(b->ntotal) * static_cast<size_t>(b->code_size))
+      return "flat codes do not match the vector count";
+  } else if (const auto* hnsw = dynamic_cast<const faiss::IndexBinaryHNSW*>(b)) {
+    const std::string why = check_binary_payload(hnsw->storage, spec);
+    if (!why.empty()) return "HNSW storage: " + why;
+    if (hnsw->storage->ntotal != b->ntotal) return "HNSW storage does not match the vector count";
+    return check_hnsw(hnsw->hnsw, b->ntotal);
+  } else if (const auto* ivf = dynamic_cast<const faiss::IndexBinaryIVF*>(b)) {
+    if (!ivf->quantizer || ivf->quantizer->d != b->d || ivf->quantizer->ntotal != static_cast<int64_t>(ivf->nlist) ||
+        !ivf->invlists || ivf->invlists->nlist != ivf->nlist ||
+        ivf->invlists->code_size != static_cast<size_t>(b->code_size))
+      return "IVF lists do not match their quantizer";
+  }
+  return "";
 }
 
 bool starts_with(const std::string& s, const char* p) { return s.rfind(p, 0) == 0; }
@@ -233,7 +309,7 @@ std::vector<std::vector<std::pair<int64_t, float>>> FaissStore::search(const uin
         auto& r = out[static_cast<size_t>(q)];
         for (int64_t j = 0; j < fetch && static_cast<int64_t>(r.size()) < k; ++j) {
           const auto pos = labels[static_cast<size_t>(q * fetch + j)];
-          if (pos < 0 || ids_[static_cast<size_t>(pos)] < 0) continue;
+          if (pos < 0 || static_cast<size_t>(pos) >= ids_.size() || ids_[static_cast<size_t>(pos)] < 0) continue;
           r.emplace_back(ids_[static_cast<size_t>(pos)], dist[static_cast<size_t>(q * fetch + j)]);
         }
       }
@@ -256,7 +332,7 @@ std::vector<std::vector<std::pair<int64_t, float>>> FaissStore::search(const uin
         auto& r = out[static_cast<size_t>(q)];
         for (int64_t j = 0; j < fetch && static_cast<int64_t>(r.size()) < k; ++j) {
           const auto pos = labels[static_cast<size_t>(q * fetch + j)];
-          if (pos < 0 || ids_[static_cast<size_t>(pos)] < 0) continue;
+          if (pos < 0 || static_cast<size_t>(pos) >= ids_.size() || ids_[static_cast<size_t>(pos)] < 0) continue;
           r.emplace_back(ids_[static_cast<size_t>(pos)], static_cast<float>(dist[static_cast<size_t>(q * fetch + j)]));
         }
       }
@@ -371,6 +447,14 @@ bool FaissStore::load(const std::string& path, const IndexSpec& spec, FaissStore
       s.f_.reset(faiss::read_index(&r));
   } catch (const faiss::FaissException& e) {
     *why = std::string("FAISS payload unreadable: ") + e.msg;
+    return false;
+  } catch (const std::exception& e) {  // bad_alloc / length_error for sizes no real snapshot has
+    *why = std::string("FAISS payload unreadable: ") + e.what();
+    return false;
+  }
+  const std::string damage = want_binary ? check_binary_payload(s.b_.get(), spec) : check_float_payload(s.f_.get(), spec);
+  if (!damage.empty()) {
+    *why = "FAISS payload inconsistent: " + damage;
     return false;
   }
   const int64_t ntotal = want_binary ? s.b_->ntotal : s.f_->ntotal;

@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include <cstdio>
+#include <cstdint>
 #include <cstring>
 #include <fstream>
 #include <regex>
@@ -41,6 +42,9 @@ torch::Tensor load_npy(const std::string& path) {
   if (!f) throw Error(path + ": cannot open");
   char magic[10];
   if (!f.read(magic, 10) || std::memcmp(magic, "\x93NUMPY", 6) != 0) throw Error(path + ": not a .npy file");
+  if (magic[6] != 1)
+    throw Error(path + ": .npy format version " + std::to_string(static_cast<unsigned char>(magic[6])) +
+                " is not supported (1.0 only)");
   size_t len = static_cast<unsigned char>(magic[8]) | (static_cast<unsigned char>(magic[9]) << 8);
   std::string header(len, '\0');
   if (!f.read(header.data(), static_cast<std::streamsize>(len))) throw Error(path + ": truncated .npy header");
@@ -49,15 +53,38 @@ torch::Tensor load_npy(const std::string& path) {
   const std::string descr = m[1];
   if (header.find("'fortran_order': True") != std::string::npos) throw Error(path + ": Fortran-order .npy not supported");
   if (!std::regex_search(header, m, std::regex("'shape':\\s*\\(([^)]*)\\)"))) throw Error(path + ": .npy header without shape");
-  std::vector<int64_t> shape;
-  const std::string dims = m[1];
-  std::regex num("[0-9]+");
-  for (auto it = std::sregex_iterator(dims.begin(), dims.end(), num); it != std::sregex_iterator(); ++it)
-    shape.push_back(std::stoll(it->str()));
   torch::ScalarType type;
   if (descr == "<f4") type = torch::kFloat32;
   else if (descr == "<i8") type = torch::kInt64;
   else throw Error(path + ": unsupported .npy dtype " + descr + " (float32 / int64 only)");
+  // "3, 4" / "5," / "": non-negative dimensions; their product must fit the rest of the file (checked before
+  // anything is allocated, so a damaged header cannot ask for gigabytes).
+  std::vector<int64_t> shape;
+  const std::string dims = m[1];
+  const uint64_t element = type == torch::kInt64 ? 8 : 4;
+  uint64_t extent = element;  // bytes, ignoring zero dimensions (saturated at UINT64_MAX)
+  bool empty = false;
+  for (size_t start = 0; start <= dims.size();) {
+    size_t end = dims.find(',', start);
+    if (end == std::string::npos) end = dims.size();
+    const std::string d = std::regex_replace(dims.substr(start, end - start), std::regex("^\\s+|\\s+$"), "");
+    start = end + 1;
+    if (d.empty() && end == dims.size()) break;  // "(5,)" and "()"
+    if (d.empty() || d.size() > 18 || d.find_first_not_of("0123456789") != std::string::npos)
+      throw Error(path + ": .npy shape (" + dims + ") is not a list of non-negative integers");
+    const int64_t v = std::stoll(d);
+    if (v == 0) empty = true;
+    else extent = extent > UINT64_MAX / static_cast<uint64_t>(v) ? UINT64_MAX : extent * static_cast<uint64_t>(v);
+    shape.push_back(v);
+  }
+  if (extent > static_cast<uint64_t>(INT64_MAX)) throw Error(path + ": .npy shape (" + dims + ") is too large");
+  const uint64_t bytes = empty ? 0 : extent;
+  const auto data_at = f.tellg();
+  f.seekg(0, std::ios::end);
+  const uint64_t available = static_cast<uint64_t>(f.tellg() - data_at);
+  f.seekg(data_at);
+  if (bytes > available)
+    throw Error(path + ": truncated .npy data (the header's shape (" + dims + ") needs more bytes than the file holds)");
   auto t = torch::empty(shape, torch::TensorOptions().dtype(type));
   if (!f.read(static_cast<char*>(t.data_ptr()), static_cast<std::streamsize>(t.numel() * t.element_size())))
     throw Error(path + ": truncated .npy data");
