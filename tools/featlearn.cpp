@@ -38,6 +38,7 @@ int main(int argc, char** argv) {
   extract->add_option("--out", ex.out, "output .npy of [N, D] float32 features")->required();
   extract->add_option("--batch-size", ex.batch_size, "batch size")->capture_default_str();
   extract->add_option("--workers", ex.workers, "loader threads")->capture_default_str();
+  extract->add_option("--device", ex.device, "cpu or gpu (default: the device the model was exported for)");
 
   int64_t bench_iters = 50;
   int bench_workers = 0;

@@ -64,4 +64,12 @@ void rename_into_place(const std::string& tmp, const std::string& path) {
   fsync_directory(std::filesystem::path(path).parent_path().string());
 }
 
+void remove_stale_temp_files(const std::string& dir) {
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
+    if (e.path().extension() != ".tmp" || !e.is_regular_file(ec)) continue;
+    std::filesystem::remove(e.path(), ec);
+  }
+}
+
 }  // namespace featlearn

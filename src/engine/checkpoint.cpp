@@ -2,8 +2,12 @@
 #include <featlearn/engine/checkpoint.h>
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Context.h>
 #include <featlearn/common/error.h>
+#include <featlearn/engine/checksum.h>
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
+#include <torch/cuda.h>
 #include <torch/torch.h>
 
 #include <cstdio>
@@ -20,28 +24,68 @@ std::string checkpoint_path(const std::string& prefix) {
 }
 
 namespace {
-void write_tensors(torch::serialize::OutputArchive& ar, const std::string& group, const torch::nn::Module& m) {
-  for (const auto& p : m.named_parameters(true)) ar.write(group + "." + p.key(), p.value().detach().cpu());
-  for (const auto& b : m.named_buffers(true)) ar.write(group + "." + b.key(), b.value().detach().cpu(), true);
-}
+// Every record written, with the checksum of its content; stored as the `checksums` JSON record.
+struct Writer {
+  torch::serialize::OutputArchive ar;
+  nlohmann::json sums = nlohmann::json::object();
+  void tensor(const std::string& key, const torch::Tensor& t, bool is_buffer) {
+    auto c = t.detach().cpu();
+    ar.write(key, c, is_buffer);
+    sums[key] = tensor_checksum(c);
+  }
+  void text(const std::string& key, const std::string& s) {
+    ar.write(key, c10::IValue(s));
+    sums[key] = hex64(checksum64(s.data(), s.size()));
+  }
+  void module(const std::string& group, const torch::nn::Module& m) {
+    for (const auto& p : m.named_parameters(true)) tensor(group + "." + p.key(), p.value(), false);
+    for (const auto& b : m.named_buffers(true)) tensor(group + "." + b.key(), b.value(), true);
+  }
+};
 
-void read_tensors(torch::serialize::InputArchive& ar, const std::string& group, torch::nn::Module& m,
-                  const std::string& file) {
-  torch::NoGradGuard no_grad;
-  auto restore = [&](const std::string& name, torch::Tensor& dst, bool is_buffer) {
-    torch::Tensor src;
-    if (!ar.try_read(group + "." + name, src, is_buffer))
-      throw Error(file + ": has no tensor '" + group + "." + name +
-                  "' (the checkpoint was written for a different model/loss configuration)");
-    if (src.sizes() != dst.sizes())
-      throw Error(file + ": shape mismatch for '" + group + "." + name + "': checkpoint " +
-                  c10::str(src.sizes()) + " vs model " + c10::str(dst.sizes()) +
-                  " (check Arch / Loss settings such as class_num and embedding_size)");
-    dst.copy_(src.to(dst.device(), dst.scalar_type()));
-  };
-  for (auto& p : m.named_parameters(true)) restore(p.key(), p.value(), false);
-  for (auto& b : m.named_buffers(true)) restore(b.key(), b.value(), true);
-}
+// Reads records and checks each against the recorded checksum (format version >= 2).
+struct Reader {
+  torch::serialize::InputArchive ar;
+  std::string file;
+  nlohmann::json sums;  // null for version 1 files (no checksums)
+  void verify(const std::string& key, const std::string& actual) const {
+    if (sums.is_null()) return;
+    const auto it = sums.find(key);
+    if (it == sums.end() || !it->is_string() || it->get<std::string>() != actual)
+      throw Error(file + ": '" + key + "' is corrupt (its checksum does not match the one recorded when the file "
+                  "was written): the file was damaged after it was saved; use another checkpoint");
+  }
+  bool tensor(const std::string& key, torch::Tensor& out, bool is_buffer) {
+    if (!ar.try_read(key, out, is_buffer)) return false;
+    verify(key, tensor_checksum(out));
+    return true;
+  }
+  std::string text(const std::string& key) {
+    c10::IValue v;
+    if (!ar.try_read(key, v) || !v.isString()) throw Error(file + ": damaged checkpoint: no '" + key + "' record");
+    const std::string s = v.toStringRef();
+    verify(key, hex64(checksum64(s.data(), s.size())));
+    return s;
+  }
+  void module(const std::string& group, torch::nn::Module& m) {
+    torch::NoGradGuard no_grad;
+    auto restore = [&](const std::string& name, torch::Tensor& dst, bool is_buffer) {
+      torch::Tensor src;
+      if (!tensor(group + "." + name, src, is_buffer))
+        throw Error(file + ": has no tensor '" + group + "." + name +
+                    "' (the checkpoint was written for a different model/loss configuration)");
+      if (src.sizes() != dst.sizes())
+        throw Error(file + ": shape mismatch for '" + group + "." + name + "': checkpoint " +
+                    c10::str(src.sizes()) + " vs model " + c10::str(dst.sizes()) +
+                    " (check Arch / Loss settings such as class_num and embedding_size)");
+      dst.copy_(src.to(dst.device(), dst.scalar_type()));
+    };
+    for (auto& p : m.named_parameters(true)) restore(p.key(), p.value(), false);
+    for (auto& b : m.named_buffers(true)) restore(b.key(), b.value(), true);
+  }
+};
+
+int64_t cuda_devices() { return torch::cuda::is_available() ? static_cast<int64_t>(torch::cuda::device_count()) : 0; }
 }  // namespace
 
 void save_checkpoint(const std::string& prefix, const torch::nn::Module& model, const torch::nn::Module* loss,
@@ -49,28 +93,43 @@ void save_checkpoint(const std::string& prefix, const torch::nn::Module& model, 
                      const CheckpointMeta& meta) {
   const std::string path = checkpoint_path(prefix);
   fs::create_directories(fs::path(path).parent_path().empty() ? fs::path(".") : fs::path(path).parent_path());
-  torch::serialize::OutputArchive ar;
-  ar.write("format", c10::IValue(std::string("featlearn.checkpoint")));
-  ar.write("format_version", c10::IValue(kCheckpointVersion));
-  write_tensors(ar, "model", model);
-  if (loss) write_tensors(ar, "loss", *loss);
+  Writer w;
+  w.ar.write("format", c10::IValue(std::string("featlearn.checkpoint")));
+  w.ar.write("format_version", c10::IValue(kCheckpointVersion));
+  w.module("model", model);
+  if (loss) w.module("loss", *loss);
   if (save_optimizer) {
+    // The optimizer state is one serialized archive stored as bytes, so one checksum covers all of it.
     torch::serialize::OutputArchive opt;
     save_optimizer(opt);
-    ar.write("optimizer", opt);
+    std::string bytes;
+    opt.save_to([&](const void* data, size_t n) {
+      bytes.append(static_cast<const char*>(data), n);
+      return n;
+    });
+    w.tensor("optimizer_state",
+             torch::from_blob(bytes.data(), {static_cast<int64_t>(bytes.size())}, torch::kUInt8).clone(), true);
   }
   {
     auto gen = at::detail::getDefaultCPUGenerator();
     std::lock_guard<std::mutex> lock(gen.mutex());
-    ar.write("rng_state", gen.get_state(), true);
+    w.tensor("rng_state", gen.get_state(), true);
+  }
+  const int64_t ndev = cuda_devices();
+  for (int64_t d = 0; d < ndev; ++d) {
+    auto gen = at::globalContext().defaultGenerator(c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(d)));
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    w.tensor("cuda_rng_state." + std::to_string(d), gen.get_state(), true);
   }
   nlohmann::json j = {{"epoch", meta.epoch},           {"iteration", meta.iteration},
                       {"best_metric", meta.best_metric}, {"best_epoch", meta.best_epoch},
-                      {"metric_name", meta.metric_name}};
-  ar.write("meta", c10::IValue(j.dump()));
-  ar.write("config", c10::IValue(meta.config_yaml));
+                      {"metric_name", meta.metric_name}, {"eval_pending", meta.eval_pending},
+                      {"cuda_devices", ndev}};
+  w.text("meta", j.dump());
+  w.text("config", meta.config_yaml);
+  w.ar.write("checksums", c10::IValue(w.sums.dump()));
   const std::string tmp = path + ".tmp";
-  ar.save_to(tmp);
+  w.ar.save_to(tmp);
   rename_into_place(tmp, path);
 }
 
@@ -78,43 +137,74 @@ LoadedCheckpoint load_checkpoint(const std::string& prefix, torch::nn::Module& m
                                  const std::function<void(torch::serialize::InputArchive&)>& load_optimizer) {
   const std::string path = checkpoint_path(prefix);
   if (!fs::exists(path)) throw Error(path + ": checkpoint not found (pass the prefix, e.g. output/RecModel/latest)");
-  torch::serialize::InputArchive ar;
+  Reader r;
+  r.file = path;
   try {
-    ar.load_from(path);
+    r.ar.load_from(path);
   } catch (const std::exception& e) {  // c10::Error, and TorchScript's errors for damaged code records
     throw Error(path + ": not a readable featlearn checkpoint (corrupt or foreign file)");
   }
   LoadedCheckpoint out;
   try {
-    c10::IValue format, version, meta, config;
-    if (!ar.try_read("format", format) || !format.isString() || format.toStringRef() != "featlearn.checkpoint")
+    c10::IValue format, version;
+    if (!r.ar.try_read("format", format) || !format.isString() || format.toStringRef() != "featlearn.checkpoint")
       throw Error(path + ": not a featlearn checkpoint (no format header)");
-    ar.read("format_version", version);
+    r.ar.read("format_version", version);
     if (!version.isInt() || version.toInt() < 1 || version.toInt() > kCheckpointVersion)
       throw Error(path + ": checkpoint format version " + (version.isInt() ? std::to_string(version.toInt()) : "?") +
                   " is not supported by this featlearn (supports 1.." + std::to_string(kCheckpointVersion) + ")");
-    read_tensors(ar, "model", model, path);
-    if (loss) read_tensors(ar, "loss", *loss, path);
-    ar.read("meta", meta);
-    ar.read("config", config);
-    const auto j = nlohmann::json::parse(meta.toStringRef());
+    const int64_t v = version.toInt();
+    if (v >= 2) {
+      c10::IValue sums;
+      if (!r.ar.try_read("checksums", sums) || !sums.isString())
+        throw Error(path + ": damaged checkpoint: no 'checksums' record");
+      r.sums = nlohmann::json::parse(sums.toStringRef());
+      if (!r.sums.is_object()) throw Error(path + ": damaged checkpoint: 'checksums' is not a map");
+    }
+    r.module("model", model);
+    if (loss) r.module("loss", *loss);
+    const auto j = nlohmann::json::parse(r.text("meta"));
     out.meta.epoch = j.at("epoch");
     out.meta.iteration = j.at("iteration");
     out.meta.best_metric = j.at("best_metric");
     out.meta.best_epoch = j.at("best_epoch");
     out.meta.metric_name = j.at("metric_name");
-    out.meta.config_yaml = config.toStringRef();
+    out.meta.eval_pending = j.value("eval_pending", false);
+    out.meta.config_yaml = r.text("config");
     if (load_optimizer) {
       torch::serialize::InputArchive opt;
-      if (!ar.try_read("optimizer", opt)) throw Error(path + ": has no optimizer state (cannot resume from it)");
+      if (v >= 2) {
+        torch::Tensor bytes;
+        if (!r.tensor("optimizer_state", bytes, true))
+          throw Error(path + ": has no optimizer state (cannot resume from it)");
+        bytes = bytes.contiguous();
+        opt.load_from(static_cast<const char*>(bytes.data_ptr()), static_cast<size_t>(bytes.numel()));
+      } else if (!r.ar.try_read("optimizer", opt)) {
+        throw Error(path + ": has no optimizer state (cannot resume from it)");
+      }
       load_optimizer(opt);
       out.has_optimizer = true;
       torch::Tensor rng;
-      if (ar.try_read("rng_state", rng, true)) {
+      if (r.tensor("rng_state", rng, true)) {
         auto gen = at::detail::getDefaultCPUGenerator();
         std::lock_guard<std::mutex> lock(gen.mutex());
         gen.set_state(rng);
       }
+      // CUDA generators: restored for the devices both runs have; a different count is reported.
+      const int64_t saved = j.value("cuda_devices", static_cast<int64_t>(0)), now = cuda_devices();
+      for (int64_t d = 0; d < std::min(saved, now); ++d) {
+        torch::Tensor state;
+        if (!r.tensor("cuda_rng_state." + std::to_string(d), state, true))
+          throw Error(path + ": damaged checkpoint: no 'cuda_rng_state." + std::to_string(d) + "' record");
+        auto gen = at::globalContext().defaultGenerator(c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(d)));
+        std::lock_guard<std::mutex> lock(gen.mutex());
+        gen.set_state(state);
+      }
+      if (saved != now)
+        fmt::print(stderr,
+                   "warning: {} was written with {} CUDA device(s) and this run has {}: random streams on the "
+                   "devices not in both runs start fresh, so the resumed run is not bit-identical\n",
+                   path, saved, now);
     }
   } catch (const c10::Error& e) {
     throw Error(path + ": damaged checkpoint: " + e.what_without_backtrace());

@@ -58,8 +58,9 @@ int cmd_export(const ConfigArgs& args) {
   const auto g = GlobalConfig::parse(root["Global"]);
   if (!g.pretrained_model)
     root["Global"].fail("export needs Global.pretrained_model (e.g. -o Global.pretrained_model=output/RecModel/best_model)");
+  const auto device = resolve_device(g.device, root["Global"]["device"]);
   // Build the model as trained, load its weights, then write it without the Head (unless logits are exported).
-  RecModel trained(root["Arch"]);
+  RecModel trained(root["Arch"], g.image_shape);
   load_checkpoint(*g.pretrained_model, *trained, nullptr, nullptr);
 
   YAML::Node arch = YAML::Clone(root["Arch"].yaml());
@@ -74,9 +75,10 @@ int cmd_export(const ConfigArgs& args) {
   spec["feature_normalize"] = g.feature_normalize;
   spec["feature_binarize"] = g.feature_binarize;
   spec["transform_ops"] = eval_transform_ops(root);
+  spec["device"] = g.device;
   Config spec_cfg = Config::from_string(YAML::Dump(spec), "inference.yaml");
 
-  RecModel exported(spec_cfg["Arch"]);
+  RecModel exported(spec_cfg["Arch"], g.image_shape);
   {
     // Copy the weights the exported model keeps (everything but the Head when it is dropped).
     torch::NoGradGuard no_grad;
@@ -84,6 +86,20 @@ int cmd_export(const ConfigArgs& args) {
     auto src_buffers = trained->named_buffers(true);
     for (auto& p : exported->named_parameters(true)) p.value().copy_(src[p.key()]);
     for (auto& b : exported->named_buffers(true)) b.value().copy_(src_buffers[b.key()]);
+  }
+  {
+    // The exported model runs on Global.device and gives the trained model's output there.
+    torch::NoGradGuard no_grad;
+    trained->to(device);
+    exported->to(device);
+    trained->eval();
+    exported->eval();
+    const auto probe = torch::rand({2, g.image_shape[0], g.image_shape[1], g.image_shape[2]},
+                                   torch::TensorOptions().device(device));
+    const auto a = trained->forward(probe).get(key), b = exported->forward(probe).get(key);
+    if (!torch::allclose(a, b, 1e-5, 1e-6))
+      throw Error("export: the exported model's '" + key + "' output differs from the trained model's on " +
+                  g.device + " (max abs difference " + std::to_string((a - b).abs().max().item<double>()) + ")");
   }
   const fs::path dir = g.save_inference_dir;
   fs::create_directories(dir);
@@ -93,25 +109,32 @@ int cmd_export(const ConfigArgs& args) {
   spec_cfg.save((dir / "inference.yaml").string());
   int64_t nparams = 0;
   for (const auto& p : exported->parameters()) nparams += p.numel();
-  fmt::print("Exported {} ({} parameters, output '{}'{}) to {}\n", checkpoint_path(*g.pretrained_model), nparams,
-             key, trained->infer_add_softmax() ? " + softmax" : "", dir.string());
+  fmt::print("Exported {} ({} parameters, output '{}'{}, checked on {}) to {}\n", checkpoint_path(*g.pretrained_model),
+             nparams, key, trained->infer_add_softmax() ? " + softmax" : "", g.device, dir.string());
   return 0;
 }
 
-InferenceModel InferenceModel::load(const std::string& dir) {
+InferenceModel InferenceModel::load(const std::string& dir, const std::string& device) {
   const std::string yaml_path = (fs::path(dir) / "inference.yaml").string();
   if (!fs::exists(yaml_path)) throw Error(dir + ": not an exported featlearn model (no inference.yaml; run featlearn export)");
   InferenceModel m{Config::load(yaml_path)};
   const auto root = m.spec.root();
   root.check_keys({"format", "format_version", "Arch", "image_shape", "feature_normalize", "feature_binarize",
-                   "transform_ops"});
+                   "transform_ops", "device"});
   if (root.get<std::string>("format", "") != "featlearn.inference") root.fail("not a featlearn inference spec");
   const auto version = root.require<int64_t>("format_version");
   if (version < 1 || version > kInferenceFormatVersion)
     root["format_version"].fail(fmt::format("inference format version {} is not supported (this featlearn reads 1..{})",
                                             version, kInferenceFormatVersion));
-  m.model = RecModel(root["Arch"]);
+  const auto shape = root["image_shape"].defined() ? root["image_shape"].as<std::vector<int64_t>>()
+                                                   : std::vector<int64_t>{};
+  m.model = RecModel(root["Arch"], shape);
   load_checkpoint((fs::path(dir) / "inference").string(), *m.model, nullptr, nullptr);
+  // The device: the caller's choice, else the one the model was exported for (inference.yaml `device`).
+  const std::string dev = !device.empty() ? device : root.get<std::string>("device", "cpu");
+  if (dev != "cpu" && dev != "gpu") root["device"].fail("expected cpu or gpu, got '" + dev + "'");
+  m.device = resolve_device(dev, root["device"]);
+  m.model->to(m.device);
   m.model->eval();
   m.output_key = m.model->infer_output_key();
   m.add_softmax = m.model->infer_add_softmax();
@@ -122,14 +145,18 @@ InferenceModel InferenceModel::load(const std::string& dir) {
 
 torch::Tensor InferenceModel::embed(const torch::Tensor& images) {
   torch::NoGradGuard no_grad;
-  auto out = model->forward(images).get(output_key).flatten(1).to(torch::kFloat32);
+  auto out = model->forward(images.to(device)).get(output_key).flatten(1).to(torch::kFloat32);
   if (add_softmax) out = torch::softmax(out, 1);
   if (output_key != "logits") out = postprocess_features(out, feature_normalize, feature_binarize);
-  return out;
+  return out.to(torch::kCPU);
 }
 
 int cmd_extract(const ExtractArgs& args) {
-  auto m = InferenceModel::load(args.model_dir);
+  if (!args.device.empty() && args.device != "cpu" && args.device != "gpu")
+    throw Error("extract --device: expected cpu or gpu, got '" + args.device + "'");
+  if (args.device == "gpu" && !torch::cuda::is_available())
+    throw Error("extract --device gpu: LibTorch sees no CUDA device (use --device cpu)");
+  auto m = InferenceModel::load(args.model_dir, args.device);
   YAML::Node section;
   section["dataset"]["name"] = "VeriWild";
   section["dataset"]["image_root"] = args.image_root;

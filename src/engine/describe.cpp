@@ -64,7 +64,7 @@ int cmd_describe(const ConfigArgs& args) {
   if (image_shape.size() != 3) root["Global"]["image_shape"].fail("expected [C, H, W]");
 
   torch::manual_seed(0);
-  RecModel model(arch);
+  RecModel model(arch, image_shape);
   model->eval();
   auto backbone = model->backbone();
   auto* stoppable = dynamic_cast<StoppableBackboneImpl*>(backbone.get());

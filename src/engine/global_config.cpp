@@ -1,5 +1,7 @@
 #include <featlearn/engine/global_config.h>
 
+#include <torch/cuda.h>
+
 namespace featlearn {
 
 namespace {
@@ -15,12 +17,19 @@ std::optional<std::string> optional_path(const ConfigNode& g, const std::string&
 }
 }  // namespace
 
+c10::Device resolve_device(const std::string& device, const ConfigNode& where) {
+  if (device != "gpu") return c10::Device(c10::kCPU);
+  if (!torch::cuda::is_available())
+    where.fail("gpu requested but LibTorch sees no CUDA device (use -o Global.device=cpu)");
+  return c10::Device(c10::kCUDA, 0);
+}
+
 GlobalConfig GlobalConfig::parse(const ConfigNode& g) {
   g.check_keys({"checkpoints", "pretrained_model", "output_dir", "device", "class_num", "save_interval",
                 "eval_during_train", "eval_interval", "start_eval_epoch", "epochs", "print_batch_step",
                 "use_visualdl", "image_shape", "save_inference_dir", "eval_mode", "seed", "feature_normalize",
                 "feature_binarize", "retrieval_feature_from", "sim_block_size", "re_ranking", "to_static",
-                "use_dali", "infer_imgs"});
+                "use_dali", "infer_imgs", "overwrite_output"});
   // infer_imgs is the input of PaddleClas's predict tool; it has no role in train/eval/export (featlearn's
   // `extract --list` takes the images to embed), so it is accepted and not used.
   GlobalConfig c;
@@ -57,6 +66,7 @@ GlobalConfig GlobalConfig::parse(const ConfigNode& g) {
   c.sim_block_size = g.get<int64_t>("sim_block_size", c.sim_block_size);
   if (c.sim_block_size <= 0) g["sim_block_size"].fail("must be positive");
   c.re_ranking = g.get<bool>("re_ranking", c.re_ranking);
+  c.overwrite_output = g.get<bool>("overwrite_output", c.overwrite_output);
   // Static-graph export and DALI are Paddle runtime choices; accepted when off, refused when on.
   for (const char* key : {"to_static", "use_dali"})
     if (g.get<bool>(key, false)) g[key].fail("not supported by featlearn (set it to False)");

@@ -1,6 +1,8 @@
 #include <featlearn/common/atomic_file.h>
 #include <featlearn/engine/trainer.h>
 
+#include "train_log.h"
+
 #include <featlearn/data/loader.h>
 #include <featlearn/engine/checkpoint.h>
 #include <featlearn/loss/loss.h>
@@ -23,12 +25,6 @@ namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
 namespace {
-
-std::string format_duration(double seconds) {
-  if (!(seconds >= 0) || seconds > 1e7) return "--:--:--";
-  const auto s = static_cast<int64_t>(seconds + 0.5);
-  return fmt::format("{}:{:02d}:{:02d}", s / 3600, (s / 60) % 60, s % 60);
-}
 
 std::string yaml_of(const ConfigNode& n) {
   YAML::Emitter e;
@@ -85,27 +81,26 @@ struct Trainer::State {
   CombinedLoss eval_loss{nullptr};  // Loss.Eval: reported in classification eval, as PaddleClas does
   std::unique_ptr<OptimizerSet> optimizer;
   std::unique_ptr<DataLoader> train_loader;
+  // DataLoader.Eval, built (and so checked) at startup; gallery is null when the query set is also the gallery.
+  std::unique_ptr<DataLoader> eval_query, eval_gallery;
   std::optional<MetricSet> metrics;
-  int64_t start_epoch = 1;  // 1-based epoch to run next
+  int64_t start_epoch = 1;          // 1-based epoch to run next
+  int64_t pending_eval_epoch = 0;   // resumed from a checkpoint saved before this epoch's evaluation
   BestMetric best;
   std::string ckpt_dir;
-  std::ofstream metrics_log;
-  bool tty = false;
+  std::unique_ptr<TrainLog> log;
+  MetricValues last_eval;
 
   explicit State(Config c) : config(std::move(c)) {}
 
-  void log_json(nlohmann::json j) {
-    if (!metrics_log.is_open()) return;
-    metrics_log << j.dump() << "\n";
-    metrics_log.flush();
-  }
-  void save(const std::string& name, int64_t epoch) {
+  void save(const std::string& name, int64_t epoch, bool eval_pending = false) {
     CheckpointMeta meta;
     meta.epoch = epoch;
     meta.iteration = optimizer ? optimizer->iteration() : 0;
     meta.best_metric = best.value;
     meta.best_epoch = best.epoch;
     meta.metric_name = best.name;
+    meta.eval_pending = eval_pending;
     meta.config_yaml = config.dump();
     save_checkpoint(
         (fs::path(ckpt_dir) / name).string(), *model, train_loss ? train_loss.ptr().get() : nullptr,
@@ -116,6 +111,24 @@ struct Trainer::State {
   }
 };
 
+namespace {
+// A fresh training run must not replace an earlier run's checkpoints (docs/architecture.md, "Training and
+// evaluation"): resume it, choose another output_dir, or say Global.overwrite_output: True.
+void refuse_overwrite(const ConfigNode& global, const std::string& ckpt_dir) {
+  std::vector<std::string> found;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(ckpt_dir, ec))
+    if (e.path().extension() == ".ckpt") found.push_back(e.path().filename().string());
+  if (found.empty()) return;
+  std::sort(found.begin(), found.end());
+  if (found.size() > 4) found.resize(4), found.push_back("...");
+  global["output_dir"].fail(fmt::format(
+      "{} already holds checkpoints of an earlier run ({}): resume it with -o Global.checkpoints={}, "
+      "choose another Global.output_dir, or set Global.overwrite_output: True to replace them",
+      ckpt_dir, join(found), (fs::path(ckpt_dir) / "latest").string()));
+}
+}  // namespace
+
 Trainer::Trainer(Config config, Mode mode) : s_(std::make_unique<State>(std::move(config))) {
   auto& s = *s_;
   s.mode = mode;
@@ -123,21 +136,15 @@ Trainer::Trainer(Config config, Mode mode) : s_(std::make_unique<State>(std::mov
   check_root_sections(root);
   s.g = GlobalConfig::parse(root["Global"]);
   const auto& g = s.g;
-  if (g.device == "gpu") {
-    if (!torch::cuda::is_available())
-      root["Global"]["device"].fail("gpu requested but LibTorch sees no CUDA device (use -o Global.device=cpu)");
-    s.device = torch::Device(torch::kCUDA);
-  }
-  s.tty = isatty(STDOUT_FILENO);
+  s.device = resolve_device(g.device, root["Global"]["device"]);
   torch::manual_seed(g.seed);
-
-  fs::create_directories(g.output_dir);
   s.ckpt_dir = (fs::path(g.output_dir) / root["Arch"].get<std::string>("name", "RecModel")).string();
-  fs::create_directories(s.ckpt_dir);
-  s.config.save((fs::path(g.output_dir) / "config.yaml").string());
+  const bool train = mode == Mode::kTrain;
+  if (train && !g.checkpoints && !g.overwrite_output) refuse_overwrite(root["Global"], s.ckpt_dir);
 
+  // Everything the run will need is built (and so checked) before anything is written or trained.
   if (!root["Arch"].defined()) root.fail("missing the Arch section");
-  s.model = RecModel(root["Arch"]);
+  s.model = RecModel(root["Arch"], g.image_shape);
   s.model->to(s.device);
 
   // The metric set (validated up front, also in training mode, so a typo fails before hours of training).
@@ -145,12 +152,11 @@ Trainer::Trainer(Config config, Mode mode) : s_(std::make_unique<State>(std::mov
     root["Metric"].check_keys({"Train", "Eval"});
     s.metrics = MetricSet::create(root["Metric"]["Eval"]);
   }
-
   if (root["Loss"]["Eval"].defined()) {
     s.eval_loss = CombinedLoss(root["Loss"]["Eval"]);
     s.eval_loss->to(s.device);
   }
-  if (mode == Mode::kTrain) {
+  if (train) {
     if (!root["Loss"]["Train"].defined()) root.fail("missing Loss.Train (the training losses)");
     root["Loss"].check_keys({"Train", "Eval"});
     s.train_loss = CombinedLoss(root["Loss"]["Train"]);
@@ -173,16 +179,37 @@ Trainer::Trainer(Config config, Mode mode) : s_(std::make_unique<State>(std::mov
     if (!root["Optimizer"].defined()) root.fail("missing the Optimizer section");
     s.optimizer = OptimizerSet::create(root["Optimizer"], scopes, s.train_loader->batches_per_epoch(), g.epochs);
     if (g.eval_during_train && !s.metrics) root.fail("eval_during_train needs Metric.Eval");
-    s.metrics_log.open((fs::path(g.output_dir) / "metrics.jsonl").string(), std::ios::app);
+  }
+  if (!train || g.eval_during_train) {
+    // The evaluation: metrics that fit eval_mode, a model output to score, and every Eval set's list file,
+    // transforms and sampler, so a mistake there fails now and not after the first epoch.
+    if (!s.metrics) root.fail("missing Metric.Eval (which metrics to compute)");
+    const bool retrieval = g.eval_mode == "retrieval";
+    if (retrieval && s.metrics->has_classification())
+      root["Metric"]["Eval"].fail("TopkAcc is a classification metric; with Global.eval_mode: retrieval use "
+                                  "Recallk / mAP / mINP / Precisionk");
+    if (!retrieval && s.metrics->has_retrieval())
+      root["Metric"]["Eval"].fail("Recallk / mAP / mINP / Precisionk are retrieval metrics; with "
+                                  "Global.eval_mode: classification use TopkAcc");
+    if (!retrieval && !s.model->head()) root["Arch"].fail("Global.eval_mode: classification needs an Arch.Head");
+    if (!root["DataLoader"]["Eval"].defined()) root.fail("missing DataLoader.Eval");
+    LoaderContext ctx;
+    ctx.seed = g.seed;
+    auto [query_node, gallery_node] = eval_sections(root["DataLoader"]["Eval"]);
+    s.eval_query = DataLoader::create(query_node, ctx);
+    // Identical Query and Gallery sections (the usual query = gallery protocol): extract once.
+    if (retrieval && gallery_node && yaml_of(*gallery_node) != yaml_of(query_node))
+      s.eval_gallery = DataLoader::create(*gallery_node, ctx);
   }
 
-  if (mode == Mode::kTrain && g.checkpoints) {
+  if (train && g.checkpoints) {
     auto loaded = load_checkpoint(*g.checkpoints, *s.model, s.train_loss.ptr().get(),
                                   [&](torch::serialize::InputArchive& ar) { s.optimizer->load(ar); });
     s.start_epoch = loaded.meta.epoch + 1;
     s.best.value = loaded.meta.best_metric;
     s.best.epoch = loaded.meta.best_epoch;
     s.best.name = loaded.meta.metric_name;
+    if (loaded.meta.eval_pending && g.eval_during_train) s.pending_eval_epoch = loaded.meta.epoch;
     fmt::print("Resumed from {} (epoch {} done, iteration {})\n", checkpoint_path(*g.checkpoints),
                loaded.meta.epoch, s.optimizer->iteration());
   } else if (g.pretrained_model) {
@@ -191,6 +218,26 @@ Trainer::Trainer(Config config, Mode mode) : s_(std::make_unique<State>(std::mov
   } else if (mode == Mode::kEval) {
     fmt::print("warning: Global.pretrained_model is not set: evaluating a randomly initialized model\n");
   }
+
+  if (train) {
+    // Only training writes into output_dir; an evaluation leaves the training run's config.yaml alone.
+    fs::create_directories(s.ckpt_dir);
+    remove_stale_temp_files(g.output_dir);
+    remove_stale_temp_files(s.ckpt_dir);
+    s.config.save((fs::path(g.output_dir) / "config.yaml").string());
+    s.log = std::make_unique<TrainLog>(g, (fs::path(g.output_dir) / "metrics.jsonl").string());
+    const auto now = std::chrono::system_clock::now().time_since_epoch();
+    s.log->record({{"phase", "run_start"},
+                   {"time", std::chrono::duration<double>(now).count()},
+                   {"config", s.config.file()},
+                   {"start_epoch", s.start_epoch},
+                   {"epochs", g.epochs},
+                   {"resumed_from", g.checkpoints ? nlohmann::json(checkpoint_path(*g.checkpoints)) : nlohmann::json()},
+                   {"pretrained_model", g.pretrained_model ? nlohmann::json(*g.pretrained_model) : nlohmann::json()},
+                   {"device", g.device}});
+  } else {
+    s.log = std::make_unique<TrainLog>(g, "");
+  }
 }
 
 Trainer::~Trainer() = default;
@@ -198,28 +245,58 @@ Trainer::~Trainer() = default;
 const GlobalConfig& Trainer::global() const { return s_->g; }
 torch::nn::Module& Trainer::model() { return *s_->model; }
 
+void Trainer::evaluate_and_keep_best(int64_t epoch) {
+  auto& s = *s_;
+  const auto values = evaluate(epoch);
+  if (values.empty()) return;
+  const double value = values.front().second;
+  std::string note;
+  const bool better = s.best.offer(values.front().first, value, epoch, &note);
+  if (!note.empty()) fmt::print("warning: {}\n", note);
+  if (better) {
+    s.save("best_model", epoch);
+    fmt::print("[Eval][Epoch {}] new best {}: {:.5f}, saved best_model\n", epoch, s.best.name, value);
+  } else {
+    fmt::print("[Eval][Epoch {}] best {}: {:.5f} (epoch {})\n", epoch, s.best.name, s.best.value, s.best.epoch);
+  }
+  s.last_eval = values;
+  s.save("latest", epoch);  // now with the evaluation's best
+}
+
+void Trainer::end_of_epoch(int64_t epoch) {
+  auto& s = *s_;
+  const auto& g = s.g;
+  // PaddleClas evaluates from epoch start_eval_epoch on (its test is epoch > start_eval_epoch - 1).
+  const bool eval_now = g.eval_during_train && epoch >= g.start_eval_epoch && epoch % g.eval_interval == 0;
+  // The epoch's training is on disk before the evaluation runs, so a failing or killed evaluation loses nothing
+  // (the checkpoint says the evaluation is pending and a resume runs it first).
+  if (epoch % g.save_interval == 0) s.save("epoch_" + std::to_string(epoch), epoch, eval_now);
+  s.save("latest", epoch, eval_now);
+  fmt::print("[Train][Epoch {}] saved {}\n", epoch, (fs::path(s.ckpt_dir) / "latest.ckpt").string());
+  std::fflush(stdout);
+  if (eval_now) evaluate_and_keep_best(epoch);
+}
+
 MetricValues Trainer::train(int64_t stop_after_epoch) {
   auto& s = *s_;
   const auto& g = s.g;
   const int64_t iters = s.train_loader->batches_per_epoch();
-  const int64_t total_iters = iters * g.epochs;
-  MetricValues last;
-  const auto run_start = Clock::now();
-  int64_t images_done = 0;
-  double compute_seconds = 0;
-
+  if (s.pending_eval_epoch > 0) {
+    fmt::print("Running the evaluation of epoch {} that the interrupted run had not finished\n", s.pending_eval_epoch);
+    evaluate_and_keep_best(s.pending_eval_epoch);
+    s.pending_eval_epoch = 0;
+  }
+  if (s.start_epoch > g.epochs) {
+    fmt::print("Nothing to do: the run has finished its {} epochs (raise Global.epochs to train longer)\n", g.epochs);
+    return s.last_eval;
+  }
   const int64_t last_epoch = stop_after_epoch > 0 ? std::min(stop_after_epoch, g.epochs) : g.epochs;
+  s.log->plan(s.start_epoch, last_epoch, iters);
   for (int64_t epoch = s.start_epoch; epoch <= last_epoch; ++epoch) {
     s.model->train();
     s.train_loss->train();  // XBM memories advance only in training mode
     s.train_loader->start_epoch(epoch - 1);
-    auto epoch_start = Clock::now();
-    auto tick = Clock::now();
-    int64_t epoch_images = 0;
-    double window_seconds = 0;
-    int64_t window_images = 0;
-    std::vector<std::pair<std::string, double>> sums;
-    double total_sum = 0;
+    s.log->begin_epoch(epoch);
     int64_t it = 0;
     while (auto batch = s.train_loader->next()) {
       const auto t0 = Clock::now();
@@ -232,91 +309,20 @@ MetricValues Trainer::train(int64_t stop_after_epoch) {
       res.total.backward();
       s.optimizer->step();
       ++it;
-      const auto t1 = Clock::now();
-      compute_seconds += std::chrono::duration<double>(t1 - t0).count();
-      const int64_t bs = batch->images.size(0);
-      epoch_images += bs;
-      images_done += bs;
-      window_images += bs;
-      window_seconds += std::chrono::duration<double>(t1 - tick).count();
-      tick = t1;
-
-      std::vector<double> term_values;
-      for (const auto& t : res.terms) term_values.push_back(t.second.item<double>());
-      if (sums.empty())
-        for (const auto& t : res.terms) sums.emplace_back(t.first, 0.0);
-      for (size_t k = 0; k < term_values.size(); ++k) sums[k].second += term_values[k];
+      const double compute = std::chrono::duration<double>(Clock::now() - t0).count();
+      std::vector<std::pair<std::string, double>> terms;
+      for (const auto& t : res.terms) terms.emplace_back(t.first, t.second.item<double>());
       const double total = res.total.item<double>();
       if (!std::isfinite(total))
         throw Error(fmt::format("training diverged at epoch {} iteration {}: loss is {} (lower the learning rate?)",
                                 epoch, it, total));
-      total_sum += total;
-
-      const bool print = it % g.print_batch_step == 0 || it == iters;
-      if (print || s.tty) {
-        const double ips = window_seconds > 0 ? window_images / window_seconds : 0.0;
-        const double elapsed = std::chrono::duration<double>(Clock::now() - run_start).count();
-        const int64_t done = (epoch - s.start_epoch) * iters + it;
-        const int64_t left = (last_epoch - s.start_epoch + 1) * iters - done;
-        const double eta = done > 0 ? elapsed / done * left : -1;
-        std::string line = fmt::format("[Train][Epoch {}/{}][Iter {}/{}] lr: {:.5f}", epoch, g.epochs, it, iters,
-                                       lrs.empty() ? 0.0 : lrs[0]);
-        for (size_t k = 0; k < term_values.size(); ++k)
-          line += fmt::format(", {}: {:.5f}", sums[k].first, term_values[k]);
-        line += fmt::format(", loss: {:.5f}, ips: {:.1f} images/s, eta: {}", total, ips, format_duration(eta));
-        if (s.tty) {
-          fmt::print("\r{:<140}", line);
-          if (print) fmt::print("\n");
-          std::fflush(stdout);
-        } else {
-          fmt::print("{}\n", line);
-          std::fflush(stdout);
-        }
-        if (print) {
-          nlohmann::json j = {{"phase", "train"}, {"epoch", epoch}, {"iter", it}, {"global_step", (epoch - 1) * iters + it},
-                              {"lr", lrs.empty() ? 0.0 : lrs[0]}, {"loss", total}, {"ips", ips}};
-          for (size_t k = 0; k < term_values.size(); ++k) j[sums[k].first] = term_values[k];
-          s.log_json(j);
-          window_images = 0;
-          window_seconds = 0;
-        }
-      }
+      s.log->step(lrs.empty() ? 0.0 : lrs[0], terms, total, batch->images.size(0), compute);
     }
-    const double epoch_seconds = std::chrono::duration<double>(Clock::now() - epoch_start).count();
-    std::string summary = fmt::format("[Train][Epoch {}/{}][Avg]", epoch, g.epochs);
-    for (const auto& kv : sums) summary += fmt::format(" {}: {:.5f},", kv.first, kv.second / std::max<int64_t>(it, 1));
-    summary += fmt::format(" loss: {:.5f}, {:.1f} images/s, epoch time {}", total_sum / std::max<int64_t>(it, 1),
-                           epoch_images / std::max(epoch_seconds, 1e-9), format_duration(epoch_seconds));
-    fmt::print("{}\n", summary);
-    nlohmann::json ej = {{"phase", "train_epoch"}, {"epoch", epoch}, {"loss", total_sum / std::max<int64_t>(it, 1)},
-                         {"ips", epoch_images / std::max(epoch_seconds, 1e-9)}, {"seconds", epoch_seconds}};
-    for (const auto& kv : sums) ej[kv.first] = kv.second / std::max<int64_t>(it, 1);
-    s.log_json(ej);
-
-    if (g.eval_during_train && epoch > g.start_eval_epoch && epoch % g.eval_interval == 0) {
-      last = evaluate(epoch);
-      if (!last.empty()) {
-        const double value = last.front().second;
-        std::string note;
-        const bool better = s.best.offer(last.front().first, value, epoch, &note);
-        if (!note.empty()) fmt::print("warning: {}\n", note);
-        if (better) {
-          s.save("best_model", epoch);
-          fmt::print("[Eval][Epoch {}] new best {}: {:.5f}, saved best_model\n", epoch, s.best.name, value);
-        } else {
-          fmt::print("[Eval][Epoch {}] best {}: {:.5f} (epoch {})\n", epoch, s.best.name, s.best.value, s.best.epoch);
-        }
-      }
-    }
-    if (epoch % g.save_interval == 0) s.save("epoch_" + std::to_string(epoch), epoch);
-    s.save("latest", epoch);
+    s.log->end_epoch();
+    end_of_epoch(epoch);
   }
-  const double wall = std::chrono::duration<double>(Clock::now() - run_start).count();
-  if (images_done > 0)
-    fmt::print("[Train] done: {} images in {}: {:.1f} images/s end to end ({:.1f} images/s in model compute)\n",
-               images_done, format_duration(wall), images_done / std::max(wall, 1e-9),
-               images_done / std::max(compute_seconds, 1e-9));
-  return last;
+  s.log->done();
+  return s.last_eval;
 }
 
 namespace {
@@ -345,25 +351,11 @@ FeatureSet extract_features(RecModel& model, DataLoader& loader, const GlobalCon
 MetricValues Trainer::evaluate(int64_t epoch) {
   auto& s = *s_;
   const auto& g = s.g;
-  const auto root = s.config.root();
-  if (!s.metrics) root.fail("missing Metric.Eval (which metrics to compute)");
-  if (!root["DataLoader"]["Eval"].defined()) root.fail("missing DataLoader.Eval");
   const auto start = Clock::now();
-  LoaderContext ctx;
-  ctx.seed = g.seed;
-  auto [query_node, gallery_node] = eval_sections(root["DataLoader"]["Eval"]);
   MetricValues values;
   if (g.eval_mode == "retrieval") {
-    auto qloader = DataLoader::create(query_node, ctx);
-    FeatureSet q = extract_features(s.model, *qloader, g, s.device);
-    FeatureSet gal;
-    // Identical Query and Gallery sections (the usual query = gallery protocol): extract once.
-    if (gallery_node && yaml_of(*gallery_node) != yaml_of(query_node)) {
-      auto gloader = DataLoader::create(*gallery_node, ctx);
-      gal = extract_features(s.model, *gloader, g, s.device);
-    } else {
-      gal = q;
-    }
+    FeatureSet q = extract_features(s.model, *s.eval_query, g, s.device);
+    FeatureSet gal = s.eval_gallery ? extract_features(s.model, *s.eval_gallery, g, s.device) : q;
     RetrievalOptions opt;
     opt.block_size = g.sim_block_size;
     opt.re_ranking = g.re_ranking;
@@ -372,15 +364,15 @@ MetricValues Trainer::evaluate(int64_t epoch) {
   } else {
     torch::NoGradGuard no_grad;
     s.model->eval();
-    auto loader = DataLoader::create(query_node, ctx);
-    loader->start_epoch(0);
+    auto& loader = *s.eval_query;
+    loader.start_epoch(0);
     std::vector<torch::Tensor> logits, labels;
     // Loss.Eval is reported in classification mode (as PaddleClas does); retrieval mode has no eval loss.
     auto& eval_loss = s.eval_loss;
     if (eval_loss) eval_loss->eval();
     std::vector<std::pair<std::string, double>> loss_sums;
     int64_t batches = 0;
-    while (auto b = loader->next()) {
+    while (auto b = loader.next()) {
       auto labels_dev = b->labels.to(s.device);
       auto out = s.model->forward(b->images.to(s.device));
       logits.push_back(out.get("logits").cpu());
@@ -393,17 +385,11 @@ MetricValues Trainer::evaluate(int64_t epoch) {
         ++batches;
       }
     }
-    if (logits.empty()) query_node.fail("yields no images");
+    if (logits.empty()) throw Error("DataLoader.Eval yields no images");
     values = evaluate_classification(*s.metrics, torch::cat(logits), torch::cat(labels));
     for (const auto& kv : loss_sums) values.emplace_back(kv.first, kv.second / std::max<int64_t>(batches, 1));
   }
-  const double secs = std::chrono::duration<double>(Clock::now() - start).count();
-  std::string line = fmt::format("[Eval][Epoch {}]", epoch);
-  for (const auto& kv : values) line += fmt::format(" {}: {:.5f},", kv.first, kv.second);
-  fmt::print("{} time {:.1f}s\n", line, secs);
-  nlohmann::json j = {{"phase", "eval"}, {"epoch", epoch}, {"seconds", secs}};
-  for (const auto& kv : values) j[kv.first] = kv.second;
-  s.log_json(j);
+  s.log->eval(epoch, values, std::chrono::duration<double>(Clock::now() - start).count());
   return values;
 }
 
@@ -417,6 +403,7 @@ void Trainer::report(const MetricValues& metrics) const {
     fmt::print(fraction ? "| {} | {:.2f} % |\n" : "| {} | {:.5f} |\n", kv.first, fraction ? kv.second * 100 : kv.second);
     j[kv.first] = kv.second;
   }
+  fs::create_directories(g.output_dir);
   const auto path = (fs::path(g.output_dir) / "eval_metrics.json").string();
   write_file_atomic(path, j.dump(2) + "\n");
   fmt::print("metrics written to {}\n", path);

@@ -3,7 +3,6 @@
 #include <featlearn/index/embedder.h>
 #include <fmt/format.h>
 #include <torch/cuda.h>
-#include <xxhash.h>
 
 #include <filesystem>
 #include <fstream>
@@ -12,28 +11,8 @@ namespace featlearn {
 
 namespace fs = std::filesystem;
 
-std::string file_fingerprint(const std::vector<std::string>& paths) {
-  XXH64_state_t* st = XXH64_createState();
-  XXH64_reset(st, 0);
-  std::vector<char> buf(1 << 20);
-  for (const auto& p : paths) {
-    std::ifstream f(p, std::ios::binary);
-    if (!f) {
-      XXH64_freeState(st);
-      throw Error(p + ": cannot read (needed for the model fingerprint)");
-    }
-    while (f) {
-      f.read(buf.data(), static_cast<std::streamsize>(buf.size()));
-      XXH64_update(st, buf.data(), static_cast<size_t>(f.gcount()));
-    }
-  }
-  const auto h = XXH64_digest(st);
-  XXH64_freeState(st);
-  return fmt::format("{:016x}", h);
-}
-
 Embedder::Embedder(const std::string& model_dir, const ConfigNode& transform_ops, bool use_gpu)
-    : model_dir_(model_dir), model_(InferenceModel::load(model_dir)) {
+    : model_dir_(model_dir), model_(InferenceModel::load(model_dir, "cpu")) {
   const auto spec = model_.spec.root();
   const ConfigNode ops = transform_ops.defined() ? transform_ops : spec["transform_ops"];
   pipeline_ = std::make_unique<TransformPipeline>(TransformPipeline::create(ops));
@@ -42,8 +21,8 @@ Embedder::Embedder(const std::string& model_dir, const ConfigNode& transform_ops
                                    (fs::path(model_dir) / "inference.ckpt").string()});
   if (use_gpu) {
     if (torch::cuda::is_available()) {
-      cuda_ = true;
-      model_.model->to(torch::kCUDA);
+      model_.device = torch::Device(torch::kCUDA, 0);
+      model_.model->to(model_.device);
     } else {
       fmt::print(stderr, "warning: Global.use_gpu is true but this LibTorch has no CUDA device; running on the CPU\n");
     }
@@ -79,8 +58,7 @@ torch::Tensor Embedder::preprocess_bytes(const void* data, size_t size, const st
 
 torch::Tensor Embedder::embed(const torch::Tensor& images) {
   std::lock_guard<std::mutex> lock(forward_mutex_);
-  if (!cuda_) return model_.embed(images).contiguous();
-  return model_.embed(images.to(torch::kCUDA)).to(torch::kCPU).contiguous();
+  return model_.embed(images).contiguous();
 }
 
 }  // namespace featlearn

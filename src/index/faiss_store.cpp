@@ -13,7 +13,7 @@
 #include <faiss/index_factory.h>
 #include <faiss/index_io.h>
 #include <fmt/format.h>
-#include <xxhash.h>
+#include <featlearn/engine/checksum.h>
 
 #include <featlearn/common/atomic_file.h>
 #include <featlearn/common/error.h>
@@ -393,7 +393,7 @@ void FaissStore::save(const std::string& path, int64_t generation, int64_t base_
   } catch (const faiss::FaissException& e) {
     throw Error(fmt::format("{}: cannot serialize the FAISS index: {}", path, e.msg));
   }
-  const uint64_t h = XXH64(out.data(), out.size(), 0);
+  const uint64_t h = checksum64(out.data(), out.size());
   put(out, h);
   write_file_atomic(path, out.data(), out.size());
 }
@@ -412,7 +412,7 @@ bool FaissStore::load(const std::string& path, const IndexSpec& spec, FaissStore
   }
   uint64_t stored = 0;
   std::memcpy(&stored, buf.data() + buf.size() - 8, 8);
-  if (XXH64(buf.data(), buf.size() - 8, 0) != stored) {
+  if (checksum64(buf.data(), buf.size() - 8) != stored) {
     *why = "checksum mismatch (damaged file)";
     return false;
   }

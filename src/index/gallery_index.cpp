@@ -1,4 +1,5 @@
 // GalleryIndex: SQLite (truth) + FAISS snapshot (derived). Design and file formats: docs/index.md.
+#include <featlearn/common/atomic_file.h>
 #include <fcntl.h>
 #include <sys/file.h>
 #include <unistd.h>
@@ -189,6 +190,7 @@ int take_lock(const std::string& dir) {
                             "build/append/remove); stop it or use its HTTP API",
                             dir));
   }
+  remove_stale_temp_files(dir);  // left by a writer killed mid-write; this process is now the only writer
   return fd;
 }
 

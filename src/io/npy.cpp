@@ -1,3 +1,4 @@
+#include <featlearn/common/atomic_file.h>
 #include <featlearn/common/error.h>
 #include <featlearn/io/npy.h>
 #include <torch/torch.h>
@@ -22,19 +23,13 @@ void save_npy(const std::string& path, const torch::Tensor& tensor) {
   std::string header = "{'descr': '" + descr + "', 'fortran_order': False, 'shape': " + shape + ", }";
   const size_t unpadded = 10 + header.size() + 1;
   header += std::string((64 - unpadded % 64) % 64, ' ') + "\n";
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream f(tmp, std::ios::binary);
-    if (!f) throw Error(path + ": cannot write");
-    f.write("\x93NUMPY\x01\x00", 8);
-    const uint16_t len = static_cast<uint16_t>(header.size());
-    const char lenb[2] = {static_cast<char>(len & 0xff), static_cast<char>(len >> 8)};
-    f.write(lenb, 2);
-    f.write(header.data(), static_cast<std::streamsize>(header.size()));
-    f.write(static_cast<const char*>(t.data_ptr()), static_cast<std::streamsize>(t.numel() * t.element_size()));
-    if (!f) throw Error(path + ": write failed (disk full?)");
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) throw Error(path + ": cannot rename " + tmp);
+  const uint16_t len = static_cast<uint16_t>(header.size());
+  std::string bytes = std::string("\x93NUMPY\x01\x00", 8);
+  bytes += static_cast<char>(len & 0xff);
+  bytes += static_cast<char>(len >> 8);
+  bytes += header;
+  bytes.append(static_cast<const char*>(t.data_ptr()), static_cast<size_t>(t.numel() * t.element_size()));
+  write_file_atomic(path, bytes);
 }
 
 torch::Tensor load_npy(const std::string& path) {

@@ -10,7 +10,9 @@
 #include <opencv2/imgcodecs.hpp>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <filesystem>
+#include <map>
 #include <fstream>
 #include <random>
 
@@ -209,6 +211,45 @@ TEST(EndToEnd, TrainResumeEvalExportExtract) {
         m->forward(b->images).features, torch::nn::functional::NormalizeFuncOptions().dim(1)));
   }
   EXPECT_LT((torch::cat(ref) - feats).abs().max().item<double>(), 1e-5);
+
+  // The evaluation's metrics equal an independent computation from the same features: full similarity matrix
+  // in double, a stable descending sort per query, same-id-same-camera items removed (the query itself among
+  // them), then CMC@1/2, AP and INP from the ranks of the positives.
+  const auto f = torch::cat(ref).to(torch::kFloat64);
+  const auto sim = torch::mm(f, f.t());
+  std::vector<int64_t> lab, cam;
+  {
+    std::ifstream in(data / "test.txt");
+    std::string path;
+    int64_t l, c;
+    while (in >> path >> l >> c) lab.push_back(l), cam.push_back(c);
+  }
+  ASSERT_EQ(static_cast<int64_t>(lab.size()), f.size(0));
+  double r1 = 0, r2 = 0, ap_sum = 0, inp_sum = 0;
+  int valid = 0;
+  for (int64_t q = 0; q < f.size(0); ++q) {
+    std::vector<std::pair<double, int64_t>> ranked;
+    for (int64_t g = 0; g < f.size(0); ++g)
+      if (!(lab[g] == lab[q] && cam[g] == cam[q])) ranked.emplace_back(sim[q][g].item<double>(), g);
+    std::stable_sort(ranked.begin(), ranked.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+    std::vector<int64_t> pos_ranks;
+    for (size_t r = 0; r < ranked.size(); ++r)
+      if (lab[ranked[r].second] == lab[q]) pos_ranks.push_back(static_cast<int64_t>(r) + 1);
+    if (pos_ranks.empty()) continue;
+    ++valid;
+    r1 += pos_ranks[0] <= 1;
+    r2 += pos_ranks[0] <= 2;
+    double ap = 0;
+    for (size_t j = 0; j < pos_ranks.size(); ++j) ap += static_cast<double>(j + 1) / pos_ranks[j];
+    ap_sum += ap / pos_ranks.size();
+    inp_sum += static_cast<double>(pos_ranks.size()) / pos_ranks.back();
+  }
+  ASSERT_GT(valid, 0);
+  std::map<std::string, double> got(metrics.begin(), metrics.end());
+  EXPECT_NEAR(got.at("recall1"), r1 / valid, 1e-9);
+  EXPECT_NEAR(got.at("recall2"), r2 / valid, 1e-9);
+  EXPECT_NEAR(got.at("mAP"), ap_sum / valid, 1e-6);
+  EXPECT_NEAR(got.at("mINP"), inp_sum / valid, 1e-6);
 }
 
 TEST(EndToEnd, CheckpointErrorsAreClear) {

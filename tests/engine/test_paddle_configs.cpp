@@ -1,5 +1,6 @@
 // PaddleClas RecModel configs (copies under configs/) parse and build: every component reads its keys, so a
 // config that builds here has no silently ignored key. Also the top-level/Global validation messages.
+#include <featlearn/data/loader.h>
 #include <featlearn/data/transforms.h>
 #include <featlearn/engine/commands.h>
 #include <featlearn/engine/global_config.h>
@@ -10,12 +11,101 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <opencv2/imgcodecs.hpp>
+
 #include <filesystem>
+#include <fmt/format.h>
+#include <fstream>
+#include <sstream>
+#include <unistd.h>
 
 using namespace featlearn;
 namespace fs = std::filesystem;
 
 namespace {
+// Writes a small dataset in the list format of `set`'s dataset class (enough identities and images for the
+// set's sampler to fill one batch) under `dir`, and points the set's image_root / cls_label_path at it.
+void make_dataset_for(Config& cfg, const std::string& set_path, const ConfigNode& set, const fs::path& dir) {
+  const auto ds = set["dataset"];
+  const std::string name = ds.require<std::string>("name");
+  const int64_t batch = set["sampler"].get<int64_t>("batch_size", 8);
+  const int ids = static_cast<int>(std::max<int64_t>(8, batch / 2));
+  const int per_id = 4;
+  fs::create_directories(dir / "img");
+  const fs::path list = dir / "list.txt";
+  std::ofstream out(list);
+  std::string image_root = dir.string(), list_value = list.string();
+  fs::path market_dir;
+  if (name == "Market1501") {
+    market_dir = dir / "market1501/Market-1501-v15.09.15" / ds.require<std::string>("cls_label_path");
+    fs::create_directories(market_dir);
+    list_value = ds.require<std::string>("cls_label_path");
+  }
+  if (name == "LogoDataset") out << "image_id\tlabel\tcls_name\tpath\n";
+  const std::string delim = ds.get<std::string>("delimiter", " ");
+  int n = 0;
+  for (int id = 0; id < ids; ++id)
+    for (int k = 0; k < per_id; ++k, ++n) {
+      cv::Mat img(40 + 3 * k, 36 + 2 * id % 7, CV_8UC3, cv::Scalar(7 * id % 255, 30 * k, 200 - 5 * id % 200));
+      const std::string rel = "img/" + std::to_string(n) + ".jpg";
+      const int cam = k % 2;
+      if (name == "Market1501") {
+        cv::imwrite((market_dir / fmt::format("{:04d}_c{}s1_{:06d}_00.jpg", id + 1, cam + 1, n)).string(), img);
+        continue;
+      }
+      cv::imwrite((dir / rel).string(), img);
+      if (name == "VeriWild") out << rel << " " << id << " " << cam << "\n";
+      else if (name == "LogoDataset") out << n << "\t" << id + 1 << "\tlogo\t" << rel << "\n";
+      else if (name == "ICartoonDataset") out << rel << "\t" << id << "\n";
+      else if (name == "CompCars") {
+        out << rel << " " << id << "\n";
+        fs::create_directories(dir / "labels/img");
+        std::ofstream(dir / "labels/img" / (std::to_string(n) + ".txt")) << "1\n2 3 30 35\n";
+      } else out << rel << delim << id << "\n";
+    }
+  out.close();
+  cfg.apply_override(set_path + ".dataset.image_root=" + image_root);
+  cfg.apply_override(set_path + ".dataset.cls_label_path=" + list_value);
+  if (name == "CompCars" && ds["label_root"].defined())
+    cfg.apply_override(set_path + ".dataset.label_root=" + (dir / "labels").string());
+}
+
+// Builds every DataLoader set of the config on generated images and takes one batch from each.
+void build_data_side(Config& cfg, const std::string& rel) {
+  const fs::path base = fs::temp_directory_path() / ("featlearn_cfg_data_" + std::to_string(getpid())) / rel;
+  fs::remove_all(base);
+  std::vector<std::string> sets = {"DataLoader.Train"};
+  const auto eval = cfg["DataLoader"]["Eval"];
+  if (eval.has("dataset")) sets.push_back("DataLoader.Eval");
+  else
+    for (const auto& k : eval.keys()) sets.push_back("DataLoader.Eval." + k);
+  for (size_t i = 0; i < sets.size(); ++i) {
+    ConfigNode node = cfg.root();
+    std::string part;
+    std::stringstream ss(sets[i]);
+    while (std::getline(ss, part, '.')) node = node[part];
+    make_dataset_for(cfg, sets[i], node, base / std::to_string(i));
+  }
+  for (const auto& set_path : sets) {
+    SCOPED_TRACE(set_path);
+    ConfigNode node = cfg.root();
+    std::string part;
+    std::stringstream ss(set_path);
+    while (std::getline(ss, part, '.')) node = node[part];
+    LoaderContext ctx;
+    auto loader = DataLoader::create(node, ctx);
+    ASSERT_GT(loader->batches_per_epoch(), 0);
+    loader->start_epoch(0);
+    auto batch = loader->next();
+    ASSERT_TRUE(batch.has_value());
+    EXPECT_EQ(batch->images.dim(), 4);
+    EXPECT_EQ(batch->images.size(0), loader->batch_size());
+    EXPECT_EQ(batch->images.size(1), 3);
+    EXPECT_EQ(batch->labels.size(0), batch->images.size(0));
+    EXPECT_TRUE(torch::isfinite(batch->images).all().item<bool>());
+  }
+}
+
 void build_all(const std::string& rel) {
   SCOPED_TRACE(rel);
   auto cfg = Config::load(std::string(FEATLEARN_SOURCE_DIR) + "/configs/" + rel);
@@ -38,6 +128,7 @@ void build_all(const std::string& rel) {
   auto eval = root["DataLoader"]["Eval"];
   for (const char* set : {"Query", "Gallery"})
     if (eval[set].defined()) TransformPipeline::create(eval[set]["dataset"]["transform_ops"]);
+  build_data_side(cfg, rel);
 }
 
 std::string error_of(const std::function<void()>& f) {

@@ -459,3 +459,17 @@ TEST(GalleryIndex, OneWriterAtATimeAndBadVectorsChangeNothing) {
   EXPECT_EQ(r->size(), 10);
   EXPECT_THROW(r->add(items_for(1), v.data()), Error);  // read-only
 }
+
+// A writer killed between writing `vectors.faiss.tmp` and renaming it leaves the temp file; the next writer
+// (the only one, under the lock) removes it, readers leave it alone.
+TEST(GalleryIndex, NextWriterRemovesStaleTempFiles) {
+  const auto dir = temp_dir("stale_tmp");
+  auto v = clustered(10, 4, 2, 17);
+  GalleryIndex::create(dir.string(), spec("Flat", IndexMetric::kInnerProduct, 4), items_for(10), v.data()).reset();
+  { std::ofstream(dir / "vectors.faiss.tmp") << "partial snapshot"; }
+  GalleryIndex::open(dir.string(), false).reset();
+  EXPECT_TRUE(fs::exists(dir / "vectors.faiss.tmp"));
+  auto w = GalleryIndex::open(dir.string(), true);
+  EXPECT_FALSE(fs::exists(dir / "vectors.faiss.tmp"));
+  EXPECT_EQ(w->size(), 10);
+}

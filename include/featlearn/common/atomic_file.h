@@ -14,6 +14,9 @@ inline void write_file_atomic(const std::string& path, const std::string& text) 
 // For files written by another library (a LibTorch archive): fsync `tmp`, rename it to `path`, fsync the
 // directory. Throws Error (and removes `tmp`) on failure.
 void rename_into_place(const std::string& tmp, const std::string& path);
+// Removes the `*.tmp` files that an interrupted write_file_atomic / rename_into_place left in `dir` (not
+// recursive). Call only while no other writer uses `dir`.
+void remove_stale_temp_files(const std::string& dir);
 // fsync() of a directory (after a rename into it). Throws Error.
 void fsync_directory(const std::string& dir);
 

@@ -1,11 +1,14 @@
 // Versioned, atomically written checkpoints (docs/architecture.md, "File formats").
 //
 // File `<prefix>.ckpt` (a LibTorch serialize archive) holds:
-//   format = "featlearn.checkpoint", format_version = 1,
+//   format = "featlearn.checkpoint", format_version = 2,
 //   model.<param or buffer name>, loss.<name> tensors (CombinedLoss parameters such as CenterLoss.centers),
-//   optimizer (sub-archive: optimizer states + iteration), rng_state (CPU generator),
-//   meta (JSON: epoch, iteration, best_metric, best_epoch, metric_name) and config (the resolved YAML).
-// Readers accept versions <= kCheckpointVersion and reject newer/unknown files with a clear error.
+//   optimizer_state (uint8: the serialized optimizer archive: states + iteration), rng_state (CPU generator),
+//   cuda_rng_state.<d> (each CUDA generator), meta (JSON: epoch, iteration, best_metric, best_epoch,
+//   metric_name, eval_pending, cuda_devices), config (the resolved YAML), and checksums (JSON: record name ->
+//   xxHash64 of its content), verified on load: a damaged record is an error naming the file and the record.
+// Readers accept versions <= kCheckpointVersion (version 1: no checksums, optimizer as a sub-archive) and
+// reject newer/unknown files with a clear error.
 #pragma once
 #include <torch/nn/module.h>
 #include <torch/serialize/archive.h>
@@ -15,7 +18,7 @@
 
 namespace featlearn {
 
-constexpr int64_t kCheckpointVersion = 1;
+constexpr int64_t kCheckpointVersion = 2;
 
 struct CheckpointMeta {
   int64_t epoch = 0;  // epochs completed
@@ -23,6 +26,7 @@ struct CheckpointMeta {
   double best_metric = -1.0;
   int64_t best_epoch = 0;
   std::string metric_name;
+  bool eval_pending = false;  // saved after training epoch `epoch`, before its evaluation ran
   std::string config_yaml;
 };
 

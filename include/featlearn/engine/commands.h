@@ -28,6 +28,7 @@ struct ExtractArgs {
   std::string out;         // features .npy [N, D] float32; labels go to <out stem>_labels.npy
   int64_t batch_size = 64;
   int workers = 2;
+  std::string device;      // cpu | gpu; empty: the device recorded at export (inference.yaml)
 };
 int cmd_extract(const ExtractArgs& args);
 

@@ -1,5 +1,6 @@
 // The `Global` section of a config (docs/architecture.md, "Global"), validated, with PaddleClas defaults.
 #pragma once
+#include <c10/core/Device.h>
 #include <featlearn/config/config.h>
 
 #include <cstdint>
@@ -18,7 +19,7 @@ struct GlobalConfig {
   int64_t save_interval = 1;
   bool eval_during_train = false;
   int64_t eval_interval = 1;
-  int64_t start_eval_epoch = 0;                 // evaluate only after this many epochs
+  int64_t start_eval_epoch = 0;                 // first epoch evaluated (PaddleClas: epoch >= this)
   int64_t epochs = 1;
   int64_t print_batch_step = 10;
   bool use_visualdl = false;                    // featlearn always writes output_dir/metrics.jsonl
@@ -31,9 +32,13 @@ struct GlobalConfig {
   std::string retrieval_feature_from = "features";  // features | backbone
   int64_t sim_block_size = 64;
   bool re_ranking = false;
+  bool overwrite_output = false;                // featlearn: a fresh run may replace output_dir's checkpoints
 
   static GlobalConfig parse(const ConfigNode& global);
 };
+
+// "cpu" -> CPU; "gpu" -> the first CUDA device, or a ConfigError at `where` when LibTorch sees none.
+c10::Device resolve_device(const std::string& device, const ConfigNode& where);
 
 // Checks the top-level sections (Global, Arch, Loss, Optimizer, DataLoader, Metric, Infer).
 void check_root_sections(const ConfigNode& root);

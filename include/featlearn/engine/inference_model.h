@@ -1,7 +1,7 @@
 // The exported inference model (docs/architecture.md, "File formats"): a directory with
 //   inference.yaml  format: featlearn.inference, format_version, Arch (no Head unless infer_output_key is
 //                   logits; Backbone.pretrained removed), image_shape, feature_normalize, feature_binarize,
-//                   transform_ops (the Eval preprocessing)
+//                   transform_ops (the Eval preprocessing), device (Global.device at export: cpu | gpu)
 //   inference.ckpt  the weights (a featlearn checkpoint without optimizer state)
 // It loads without the training config.
 #pragma once
@@ -12,7 +12,8 @@
 
 namespace featlearn {
 
-constexpr int64_t kInferenceFormatVersion = 1;
+// Version 2 added `device`.
+constexpr int64_t kInferenceFormatVersion = 2;
 
 struct InferenceModel {
   Config spec;  // inference.yaml
@@ -21,9 +22,12 @@ struct InferenceModel {
   bool add_softmax = false;
   bool feature_normalize = true;
   std::string feature_binarize;
+  c10::Device device{c10::kCPU};
 
-  static InferenceModel load(const std::string& dir);
-  // [N, C, H, W] preprocessed images -> [N, D] outputs as exported (normalized / softmaxed per the spec).
+  // `device` "cpu" | "gpu", or "" for inference.yaml's `device` (default cpu); gpu without CUDA is an error.
+  static InferenceModel load(const std::string& dir, const std::string& device = "");
+  // [N, C, H, W] preprocessed images -> [N, D] CPU outputs as exported (normalized / softmaxed per the spec),
+  // computed on `device`.
   torch::Tensor embed(const torch::Tensor& images);
 };
 

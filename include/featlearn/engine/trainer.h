@@ -30,6 +30,9 @@ class Trainer {
   torch::nn::Module& model();
 
  private:
+  // Checkpoints, then the evaluation and best_model when this epoch evaluates.
+  void end_of_epoch(int64_t epoch);
+  void evaluate_and_keep_best(int64_t epoch);
   struct State;
   std::unique_ptr<State> s_;
 };

@@ -1,5 +1,6 @@
 // Images -> features with an exported inference model, for the gallery index and the service.
 #pragma once
+#include <featlearn/engine/checksum.h>
 #include <featlearn/engine/inference_model.h>
 #include <opencv2/core.hpp>
 #include <torch/types.h>
@@ -44,11 +45,7 @@ class Embedder {
   std::string preprocess_yaml_;
   std::vector<int64_t> input_shape_;
   int64_t dim_ = 0;
-  bool cuda_ = false;
   std::mutex forward_mutex_;
 };
-
-// xxHash64 of a file's bytes (16 hex digits); Error when it cannot be read.
-std::string file_fingerprint(const std::vector<std::string>& paths);
 
 }  // namespace featlearn

@@ -1,0 +1,53 @@
+// What a training run prints and appends to output_dir/metrics.jsonl (docs/architecture.md, "Training and
+// evaluation"): per-step progress lines (with ips and eta), per-epoch averages, evaluation results and the
+// run-start record. Kept out of Trainer::train so the loop shows only the training itself.
+#pragma once
+#include <featlearn/engine/global_config.h>
+#include <featlearn/metric/retrieval.h>
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <fstream>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace featlearn {
+
+class TrainLog {
+ public:
+  using Clock = std::chrono::steady_clock;
+  // `metrics_path` empty: nothing is appended to a file (evaluation-only runs).
+  TrainLog(const GlobalConfig& g, const std::string& metrics_path);
+
+  void record(const nlohmann::json& j);
+  // Sets the span of the run for the eta (epochs first_epoch..last_epoch of iters_per_epoch batches).
+  void plan(int64_t first_epoch, int64_t last_epoch, int64_t iters_per_epoch);
+  void begin_epoch(int64_t epoch);
+  // After each optimizer step: the loss terms and total of that batch, its images and its compute time.
+  void step(double lr, const std::vector<std::pair<std::string, double>>& terms, double total, int64_t images,
+            double compute_seconds);
+  void end_epoch();
+  void eval(int64_t epoch, const MetricValues& values, double seconds);
+  // Prints the end-to-end throughput of the run.
+  void done() const;
+
+ private:
+  const GlobalConfig& g_;
+  std::ofstream file_;
+  bool tty_ = false;
+  int64_t first_epoch_ = 1, last_epoch_ = 1, iters_ = 1;
+  Clock::time_point run_start_ = Clock::now();
+  int64_t images_done_ = 0;
+  double compute_seconds_ = 0;
+  // The epoch in progress.
+  int64_t epoch_ = 0, it_ = 0, epoch_images_ = 0, window_images_ = 0;
+  Clock::time_point epoch_start_, tick_;
+  double window_seconds_ = 0, total_sum_ = 0;
+  std::vector<std::pair<std::string, double>> sums_;
+};
+
+std::string format_duration(double seconds);
+
+}  // namespace featlearn
