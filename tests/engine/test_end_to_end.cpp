@@ -6,6 +6,8 @@
 #include <featlearn/engine/inference_model.h>
 #include <featlearn/engine/trainer.h>
 #include <featlearn/io/npy.h>
+
+#include "weights_util.h"
 #include <gtest/gtest.h>
 #include <opencv2/imgcodecs.hpp>
 #include <torch/torch.h>
@@ -113,14 +115,6 @@ Metric:
 )";
 }
 
-std::map<std::string, torch::Tensor> load_weights(const std::string& cfg_text, const std::string& prefix) {
-  auto cfg = Config::from_string(cfg_text, "e2e.yaml");
-  RecModel m(cfg["Arch"]);
-  load_checkpoint(prefix, *m, nullptr, nullptr);
-  std::map<std::string, torch::Tensor> out;
-  for (const auto& p : m->named_parameters()) out[p.key()] = p.value().detach().clone();
-  return out;
-}
 
 }  // namespace
 
@@ -156,16 +150,12 @@ TEST(EndToEnd, TrainResumeEvalExportExtract) {
     Trainer t(c, Trainer::Mode::kTrain);
     t.train();
   }
-  const auto wa = load_weights(cfg_a, (base / "a/RecModel/latest").string());
-  const auto wb = load_weights(cfg_b, (base / "b/RecModel/latest").string());
+  const auto wa = test::checkpoint_weights(cfg_a, (base / "a/RecModel/latest").string());
+  const auto wb = test::checkpoint_weights(cfg_b, (base / "b/RecModel/latest").string());
   ASSERT_EQ(wa.size(), wb.size());
-  const auto w1 = load_weights(cfg_a, (base / "a/RecModel/epoch_1").string());
-  double max_diff = 0, moved = 0;
-  for (const auto& kv : wa) {
-    max_diff = std::max(max_diff, (kv.second - wb.at(kv.first)).abs().max().item<double>());
-    moved = std::max(moved, (kv.second - w1.at(kv.first)).abs().max().item<double>());
-  }
-  EXPECT_LT(max_diff, 1e-5) << "resumed run diverged from the uninterrupted one";
+  const auto w1 = test::checkpoint_weights(cfg_a, (base / "a/RecModel/epoch_1").string());
+  const double moved = test::max_abs_diff(wa, w1);
+  EXPECT_LT(test::max_abs_diff(wa, wb), 1e-5) << "resumed run diverged from the uninterrupted one";
   EXPECT_GT(moved, 1e-4) << "epoch 2 did not change the weights: the comparison would be vacuous";
 
   // Eval of the trained weights writes eval_metrics.json.

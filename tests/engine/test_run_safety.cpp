@@ -5,6 +5,8 @@
 #include <featlearn/engine/commands.h>
 #include <featlearn/engine/inference_model.h>
 #include <featlearn/engine/trainer.h>
+
+#include "weights_util.h"
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 #include <opencv2/imgcodecs.hpp>
@@ -17,6 +19,8 @@
 
 namespace fs = std::filesystem;
 using namespace featlearn;
+using featlearn::test::checkpoint_weights;
+using featlearn::test::max_abs_diff;
 
 namespace {
 
@@ -76,20 +80,7 @@ std::string error_of(const std::function<void()>& f) {
   return "<no error>";
 }
 
-std::map<std::string, torch::Tensor> weights(const std::string& cfg_text, const fs::path& ckpt) {
-  auto cfg = Config::from_string(cfg_text, "w.yaml");
-  RecModel m(cfg["Arch"]);
-  load_checkpoint(ckpt.string(), *m, nullptr, nullptr);
-  std::map<std::string, torch::Tensor> out;
-  for (const auto& p : m->named_parameters()) out[p.key()] = p.value().detach().clone();
-  return out;
-}
 
-double max_diff(const std::map<std::string, torch::Tensor>& a, const std::map<std::string, torch::Tensor>& b) {
-  double d = 0;
-  for (const auto& kv : a) d = std::max(d, (kv.second - b.at(kv.first)).abs().max().item<double>());
-  return d;
-}
 
 std::vector<nlohmann::json> jsonl(const fs::path& p) {
   std::vector<nlohmann::json> out;
@@ -163,7 +154,7 @@ TEST(RunSafety, CheckpointIsWrittenBeforeEvaluationAndResumeRunsThePendingEval) 
   const std::string out = testing::internal::GetCapturedStdout();
   EXPECT_NE(out.find("evaluation of epoch 1"), std::string::npos) << out;
   EXPECT_NE(out.find("[Eval][Epoch 1]"), std::string::npos) << out;
-  EXPECT_LT(max_diff(weights(ref_cfg, dir / "ref/RecModel/latest"), weights(cfg, dir / "run/RecModel/latest")), 1e-5);
+  EXPECT_LT(max_abs_diff(checkpoint_weights(ref_cfg, (dir / "ref/RecModel/latest").string()), checkpoint_weights(cfg, (dir / "run/RecModel/latest").string())), 1e-5);
   EXPECT_TRUE(fs::exists(dir / "run/RecModel/best_model.ckpt"));
 
   // Every run appends a run_start record first; the resumed one names its checkpoint.

@@ -3,6 +3,8 @@
 // stays loadable after every kill, and the final weights equal an uninterrupted run's.
 #include <featlearn/engine/checkpoint.h>
 #include <featlearn/model/rec_model.h>
+
+#include "weights_util.h"
 #include <gtest/gtest.h>
 #include <opencv2/imgcodecs.hpp>
 #include <signal.h>
@@ -19,6 +21,8 @@
 
 namespace fs = std::filesystem;
 using namespace featlearn;
+using featlearn::test::checkpoint_weights;
+using featlearn::test::max_abs_diff;
 
 namespace {
 
@@ -75,14 +79,6 @@ Child start(const std::string& exe, const std::vector<std::string>& args) {
   return {pid, fdopen(fds[0], "r")};
 }
 
-std::map<std::string, torch::Tensor> weights(const std::string& cfg_text, const fs::path& ckpt) {
-  auto cfg = Config::from_string(cfg_text, "w.yaml");
-  RecModel m(cfg["Arch"]);
-  load_checkpoint(ckpt.string(), *m, nullptr, nullptr);
-  std::map<std::string, torch::Tensor> out;
-  for (const auto& p : m->named_parameters()) out[p.key()] = p.value().detach().clone();
-  return out;
-}
 
 }  // namespace
 
@@ -174,7 +170,7 @@ TEST(TrainCrash, KilledAtRandomMomentsResumesToTheUninterruptedResult) {
     if (fs::exists(out / "RecModel"))
       for (const auto& e : fs::directory_iterator(out / "RecModel")) {
         if (e.path().extension() != ".ckpt") continue;
-        EXPECT_NO_THROW(weights(cfg_text, e.path())) << "round " << round << ": " << e.path();
+        EXPECT_NO_THROW(checkpoint_weights(cfg_text, e.path().string())) << "round " << round << ": " << e.path();
       }
   }
   ASSERT_TRUE(finished);
@@ -185,15 +181,10 @@ TEST(TrainCrash, KilledAtRandomMomentsResumesToTheUninterruptedResult) {
   std::printf("train crash test: %d kills survived (%d mid-epoch, %d during checkpoint writes, %d during eval)\n",
               kills, kills_mid, kills_ckpt, kills_eval);
 
-  const auto ref = weights(cfg_text, dir / "ref/RecModel/latest");
-  const auto got = weights(cfg_text, out / "RecModel/latest");
-  const auto first = weights(cfg_text, dir / "ref/RecModel/epoch_2");
-  double diff = 0, moved = 0;
-  for (const auto& kv : ref) {
-    diff = std::max(diff, (kv.second - got.at(kv.first)).abs().max().item<double>());
-    moved = std::max(moved, (kv.second - first.at(kv.first)).abs().max().item<double>());
-  }
-  EXPECT_LT(diff, 1e-5);
-  EXPECT_GT(moved, 1e-4) << "training did not move the weights: the comparison would be vacuous";
+  const auto ref = checkpoint_weights(cfg_text, (dir / "ref/RecModel/latest").string());
+  const auto got = checkpoint_weights(cfg_text, (out / "RecModel/latest").string());
+  const auto first = checkpoint_weights(cfg_text, (dir / "ref/RecModel/epoch_2").string());
+  EXPECT_LT(max_abs_diff(ref, got), 1e-5);
+  EXPECT_GT(max_abs_diff(ref, first), 1e-4) << "training did not move the weights: the comparison would be vacuous";
   fs::remove_all(dir);
 }
