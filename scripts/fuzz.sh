@@ -24,8 +24,10 @@ declare -A SAN_FILTER=(
 )
 
 # Sanitizer options. LibTorch, OpenCV and FAISS are not instrumented; leak detection stays on for featlearn's
-# code. halt_on_error makes every report a failure.
-export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:halt_on_error=1:abort_on_error=1:detect_stack_use_after_return=0:allocator_may_return_null=1}
+# code. halt_on_error makes every report a failure. A single allocation over 2 GiB fails (std::bad_alloc, as
+# on a machine without that memory) instead of ending the run: code that reads sizes from a file must turn
+# that into a featlearn::Error (FAISS's reader allocates what a damaged header asks for before reading it).
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:halt_on_error=1:abort_on_error=1:allocator_may_return_null=1:max_allocation_size_mb=2048}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$PWD/tests/fuzz/lsan.supp:print_suppressions=0}
 # OpenCV reads its decoded-pixel limit when it loads: image inputs beyond 4096 x 4096 end in its error.

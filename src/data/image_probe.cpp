@@ -115,7 +115,10 @@ std::optional<ImageProbe> probe_tiff(const Bytes& b) {
     if (type == 3) v = u16(e + 8);        // SHORT, left-justified in the value field
     else if (type == 4) v = u32(e + 8);   // LONG
     else return std::nullopt;
-    (tag == 256 ? w : h) = v;
+    int64_t& dim = tag == 256 ? w : h;
+    // A repeated width or height is malformed, and the decoder may read another copy than this probe.
+    if (dim != 0) return std::nullopt;
+    dim = v;
   }
   return make("tiff", w, h);
 }

@@ -23,7 +23,7 @@ struct BudgetExceeded {
   size_t requested;
 };
 
-constexpr size_t kWorkBudgetBytes = size_t(256) << 20;
+constexpr size_t kWorkBudgetBytes = size_t(64) << 20;
 
 // Installs the counting allocators (once per process) and sets LibTorch to one thread.
 void install_budget();
@@ -64,6 +64,7 @@ const std::vector<Target>& targets();
 // ---------------------------------------------------------------------------------------------------------------
 #include <featlearn/common/error.h>
 
+#include <chrono>
 #include <exception>
 #include <typeinfo>
 
@@ -71,13 +72,24 @@ namespace featlearn::fuzz {
 
 std::string demangled(const std::type_info& t);
 
+// FEATLEARN_FUZZ_TRACE=1: each step's time and the user error that ended it, on stderr.
+void trace_step(const char* what, double seconds);
+void trace_error(const char* what, const char* message);
+
 template <class F>
 bool expect_user_errors(const char* what, F&& fn) {
+  struct Timer {
+    const char* what;
+    std::chrono::steady_clock::time_point t0 = std::chrono::steady_clock::now();
+    ~Timer() { trace_step(what, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()); }
+  } timer{what};
   try {
     fn();
     return true;
-  } catch (const BudgetExceeded&) {
-  } catch (const featlearn::Error&) {
+  } catch (const BudgetExceeded& e) {
+    trace_error(what, "over the work budget");
+  } catch (const featlearn::Error& e) {
+    trace_error(what, e.what());
   } catch (const std::exception& e) {
     finding(what, demangled(typeid(e)), e.what());
   } catch (...) {

@@ -30,7 +30,7 @@
 namespace featlearn::fuzz {
 namespace config_target {
 
-std::unique_ptr<ListDataset> g_dataset;  // 24 images of 6 ids on 3 cameras
+std::unique_ptr<ListDataset> g_dataset;  // 256 images of 64 ids on 3 cameras (enough ids for the configs' P x K)
 cv::Mat g_image;                         // 37 x 29, 8-bit RGB
 
 // Caps on what one input may ask the samplers for (the work budget does not see std::vector).
@@ -96,7 +96,12 @@ void run_training_config(const ConfigNode& root) {
   }
   RecModel model{nullptr};
   expect_user_errors("Arch", [&] {
-    if (root["Arch"].defined()) model = RecModel(root["Arch"], g.image_shape);
+    // BackboneStopLayer.output_dim is checked with a forward pass at Global.image_shape: capped at 64 x 64 here
+    // (a 224 x 224 ResNet50 pass takes a second), which can only turn a correct output_dim into a user error.
+    std::vector<int64_t> shape = g.image_shape;
+    if (shape.size() == 3)
+      for (size_t i = 1; i < 3; ++i) shape[i] = std::min<int64_t>(shape[i], 64);
+    if (root["Arch"].defined()) model = RecModel(root["Arch"], shape);
   });
   if (!model || !root["Optimizer"].defined()) return;
   expect_user_errors("Optimizer", [&] {
@@ -147,10 +152,10 @@ void run_inference_config(const ConfigNode& root) {
 void config_init() {
   using namespace config_target;
   std::vector<ListDataset::Item> items;
-  for (int i = 0; i < 24; ++i) {
+  for (int i = 0; i < 256; ++i) {
     ListDataset::Item it;
     it.path = "img" + std::to_string(i) + ".jpg";
-    it.label = i % 6;
+    it.label = i % 64;
     it.camid = i % 3;
     items.push_back(it);
   }

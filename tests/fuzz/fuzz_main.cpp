@@ -9,6 +9,7 @@
 #include <torch/torch.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
@@ -16,6 +17,7 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <new>
 
 namespace fs = std::filesystem;
 
@@ -117,6 +119,19 @@ void install_budget() {
 
 void reset_budget() { g_used = 0; }
 
+bool tracing() {
+  static const bool on = std::getenv("FEATLEARN_FUZZ_TRACE") != nullptr;
+  return on;
+}
+
+void trace_error(const char* what, const char* message) {
+  if (tracing()) std::fprintf(stderr, "featlearn_fuzz: %s: user error: %.300s\n", what, message);
+}
+
+void trace_step(const char* what, double seconds) {
+  if (tracing()) std::fprintf(stderr, "featlearn_fuzz: %-32s %8.1f ms  (%zu MiB counted)\n", what, seconds * 1e3, g_used.load() >> 20);
+}
+
 std::string demangled(const std::type_info& t) {
   int status = 0;
   std::unique_ptr<char, void (*)(void*)> p(abi::__cxa_demangle(t.name(), nullptr, nullptr, &status), std::free);
@@ -185,6 +200,46 @@ std::vector<std::string> split_sections(const uint8_t* data, size_t size, const 
 }
 
 }  // namespace featlearn::fuzz
+
+// Allocation failure as on a machine without the memory. ASan's operator new aborts the process when the
+// allocator refuses a size (max_allocation_size_mb, set by scripts/fuzz.sh); this program's operator new
+// goes through malloc instead and throws std::bad_alloc, so what is under test is how featlearn handles a
+// failed allocation (FAISS's reader, for one, allocates whatever size a damaged header gives).
+namespace {
+void* allocate_or_throw(size_t n) {
+  if (void* p = std::malloc(n ? n : 1)) return p;
+  throw std::bad_alloc();
+}
+void* allocate_aligned_or_throw(size_t n, std::align_val_t a) {
+  void* p = nullptr;
+  if (posix_memalign(&p, std::max(sizeof(void*), static_cast<size_t>(a)), n ? n : 1) == 0) return p;
+  throw std::bad_alloc();
+}
+}  // namespace
+
+void* operator new(size_t n) { return allocate_or_throw(n); }
+void* operator new[](size_t n) { return allocate_or_throw(n); }
+void* operator new(size_t n, const std::nothrow_t&) noexcept { return std::malloc(n ? n : 1); }
+void* operator new[](size_t n, const std::nothrow_t&) noexcept { return std::malloc(n ? n : 1); }
+void* operator new(size_t n, std::align_val_t a) { return allocate_aligned_or_throw(n, a); }
+void* operator new[](size_t n, std::align_val_t a) { return allocate_aligned_or_throw(n, a); }
+void* operator new(size_t n, std::align_val_t a, const std::nothrow_t&) noexcept {
+  void* p = nullptr;
+  return posix_memalign(&p, std::max(sizeof(void*), static_cast<size_t>(a)), n ? n : 1) == 0 ? p : nullptr;
+}
+void* operator new[](size_t n, std::align_val_t a, const std::nothrow_t& t) noexcept { return operator new(n, a, t); }
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete[](void* p) noexcept { std::free(p); }
+void operator delete(void* p, size_t) noexcept { std::free(p); }
+void operator delete[](void* p, size_t) noexcept { std::free(p); }
+void operator delete(void* p, const std::nothrow_t&) noexcept { std::free(p); }
+void operator delete[](void* p, const std::nothrow_t&) noexcept { std::free(p); }
+void operator delete(void* p, std::align_val_t) noexcept { std::free(p); }
+void operator delete[](void* p, std::align_val_t) noexcept { std::free(p); }
+void operator delete(void* p, size_t, std::align_val_t) noexcept { std::free(p); }
+void operator delete[](void* p, size_t, std::align_val_t) noexcept { std::free(p); }
+void operator delete(void* p, std::align_val_t, const std::nothrow_t&) noexcept { std::free(p); }
+void operator delete[](void* p, std::align_val_t, const std::nothrow_t&) noexcept { std::free(p); }
 
 using featlearn::fuzz::targets;
 
