@@ -46,11 +46,18 @@ build() {
 
 run_tests() {
   local failed=0
+  # The reference fixtures scripts/test.sh made for the main build (else made here).
+  local fixtures_of=${BUILD_DIR:-build}
+  if [ ! -f "$fixtures_of/fixtures/fixtures.stamp" ]; then
+    fixtures_of=$SAN_DIR
+    /usr/bin/python3 tests/fixtures/make_fixtures.py --out "$SAN_DIR/fixtures"
+  fi
+  fixtures_of=$(cd "$fixtures_of" && pwd)
   for t in "${SAN_TESTS[@]}"; do
     local filter=${SAN_FILTER[$t]:-}
     echo "== sanitizer tests: $t ${filter:+(--gtest_filter=$filter)}"
     local start=$SECONDS
-    if ! (cd "$SAN_DIR" && FEATLEARN_BINARY_DIR=$PWD ./"$t" --gtest_brief=1 ${filter:+--gtest_filter="$filter"} \
+    if ! (cd "$SAN_DIR" && FEATLEARN_BINARY_DIR=$fixtures_of ./"$t" --gtest_brief=1 ${filter:+--gtest_filter="$filter"} \
           >"fuzz-logs/$t.log" 2>&1); then
       echo "FAILED: $t (log: $SAN_DIR/fuzz-logs/$t.log)"; tail -40 "$SAN_DIR/fuzz-logs/$t.log"; failed=1
     fi

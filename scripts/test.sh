@@ -9,5 +9,9 @@ bash scripts/setup.sh
 if [ -f tests/fixtures/make_fixtures.py ]; then
   /usr/bin/python3 tests/fixtures/make_fixtures.py --out "$BUILD_DIR/fixtures"
 fi
-cd "$BUILD_DIR"
-ctest --output-on-failure -j"$(nproc)" "$@"
+(cd "$BUILD_DIR" && ctest --output-on-failure -j"$(nproc)" "$@")
+# The unit tests again under ASan + UBSan, and every fuzz target for FUZZ_SECONDS (default 20) each, in
+# build-san/ (docs/testing.md); a sanitizer report or a fuzz finding fails the run. FEATLEARN_SKIP_FUZZ=1 skips.
+if [ "${FEATLEARN_SKIP_FUZZ:-0}" != 1 ]; then
+  bash scripts/fuzz.sh --with-tests "${FUZZ_SECONDS:-20}"
+fi
