@@ -90,6 +90,16 @@ class Unpickler {
   using PersistentLoad = std::function<PV(const PV& pid)>;
   Unpickler(const uint8_t* data, size_t size, size_t pos, PersistentLoad pl)
       : d_(data), n_(size), pos_(pos), persistent_load_(std::move(pl)) {}
+  // The memo lets a pickle put a container into itself (or nest containers deeply): the links are cut here,
+  // so values form no reference cycles (leaks) and are not destroyed recursively.
+  ~Unpickler() {
+    for (const auto& c : containers_) {
+      c->items.clear();
+      c->entries.clear();
+    }
+  }
+  Unpickler(const Unpickler&) = delete;
+  Unpickler& operator=(const Unpickler&) = delete;
 
   PV load() {
     for (;;) {
@@ -115,9 +125,9 @@ class Unpickler {
           break;
         }
         case '(': marks_.push_back(stack_.size()); break;  // MARK
-        case ')': push(make(PVal::kTuple)); break;          // EMPTY_TUPLE
+        case ')': push(container(PVal::kTuple)); break;          // EMPTY_TUPLE
         case 't': {                                          // TUPLE
-          auto v = make(PVal::kTuple);
+          auto v = container(PVal::kTuple);
           v->items = pop_to_mark();
           push(v);
           break;
@@ -125,23 +135,23 @@ class Unpickler {
         case 0x85: case 0x86: case 0x87: {  // TUPLE1..3
           const size_t k = op - 0x84;
           if (stack_.size() < k + base()) fail("stack underflow");
-          auto v = make(PVal::kTuple);
+          auto v = container(PVal::kTuple);
           v->items.assign(stack_.end() - k, stack_.end());
           stack_.resize(stack_.size() - k);
           push(v);
           break;
         }
-        case ']': push(make(PVal::kList)); break;  // EMPTY_LIST
+        case ']': push(container(PVal::kList)); break;  // EMPTY_LIST
         case 'l': {                                 // LIST
-          auto v = make(PVal::kList);
+          auto v = container(PVal::kList);
           v->items = pop_to_mark();
           push(v);
           break;
         }
-        case '}': push(make(PVal::kDict)); break;  // EMPTY_DICT
+        case '}': push(container(PVal::kDict)); break;  // EMPTY_DICT
         case 'd': {                                 // DICT
           auto items = pop_to_mark();
-          auto v = make(PVal::kDict);
+          auto v = container(PVal::kDict);
           add_entries(v, items);
           push(v);
           break;
@@ -269,6 +279,10 @@ class Unpickler {
       if (out.size() > 1000) fail("GLOBAL name too long");
     }
   }
+  PV container(PVal::Kind k) {
+    containers_.push_back(make(k));
+    return containers_.back();
+  }
   void push(PV v) { stack_.push_back(std::move(v)); }
   void push_int(int64_t x) {
     auto v = make(PVal::kInt);
@@ -326,7 +340,7 @@ class Unpickler {
     const auto& a = args->items;
     if (fn->s == "collections.OrderedDict") {
       if (!a.empty()) fail("OrderedDict with arguments is not supported");
-      return make(PVal::kDict);
+      return container(PVal::kDict);
     }
     if (fn->s == "torch._utils._rebuild_tensor_v2" || fn->s == "torch._utils._rebuild_tensor") {
       // (storage, storage_offset, size, stride[, requires_grad, backward_hooks[, metadata]])
@@ -354,6 +368,7 @@ class Unpickler {
   std::vector<PV> stack_;
   std::vector<size_t> marks_;
   std::unordered_map<uint32_t, PV> memo_;
+  std::vector<PV> containers_;  // every tuple, list and dict made (for the destructor)
 };
 
 // Builds the tensors once every root storage is filled.
@@ -363,15 +378,25 @@ torch::Tensor materialize(const PVal& t, const std::map<std::string, torch::Tens
   const torch::Tensor& root = it->second;
   if (root.scalar_type() != t.storage.dtype)
     throw FormatError("storage '" + t.storage.key + "' is used with two dtypes");
-  int64_t numel = 1, last = t.tensor_offset;
+  // numel, and the largest element index the view reads (relative to its storage); sizes, strides and offsets
+  // come from the file, so every step is checked for overflow.
+  int64_t numel = 1, nonzero = 1, last = t.tensor_offset;
+  bool overflow = t.tensor_offset < 0 || t.storage.offset < 0;
   for (size_t d = 0; d < t.sizes.size(); ++d) {
     if (t.sizes[d] < 0 || t.strides[d] < 0) throw FormatError("negative tensor size or stride");
-    numel *= t.sizes[d];
-    last += (t.sizes[d] - 1) * t.strides[d];
+    numel = t.sizes[d] == 0 ? 0 : numel;
+    if (t.sizes[d] == 0) continue;
+    int64_t span = 0;
+    overflow |= __builtin_mul_overflow(nonzero, t.sizes[d], &nonzero);
+    overflow |= __builtin_mul_overflow(t.sizes[d] - 1, t.strides[d], &span);
+    overflow |= __builtin_add_overflow(last, span, &last);
   }
-  const int64_t begin = t.storage.offset + t.tensor_offset;
-  if (t.tensor_offset < 0 || (numel > 0 && (t.storage.offset + last >= root.numel() ||
-                                             last >= t.storage.numel)))
+  if (numel != 0) numel = nonzero;
+  int64_t begin = 0, root_last = 0;
+  overflow |= __builtin_add_overflow(t.storage.offset, t.tensor_offset, &begin);
+  overflow |= __builtin_add_overflow(t.storage.offset, last, &root_last);
+  if (overflow) throw FormatError("tensor size, stride or offset out of range (corrupt file?)");
+  if (numel > 0 && (root_last >= root.numel() || last >= t.storage.numel))
     throw FormatError("tensor view exceeds its storage '" + t.storage.key + "' (corrupt file?)");
   if (numel == 0) return torch::empty(t.sizes, root.options());
   return root.as_strided(t.sizes, t.strides, begin).clone(at::MemoryFormat::Contiguous);
