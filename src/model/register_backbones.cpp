@@ -1,8 +1,11 @@
 // Registers the builtin backbones in backbone_registry() (explicit registration, see docs/architecture.md).
+#include <featlearn/model/adaface_ir.h>
+#include <featlearn/model/mobilenet_v1.h>
 #include <featlearn/model/mobilenet_v3.h>
 #include <featlearn/model/pp_lcnet.h>
 #include <featlearn/model/pp_lcnet_v2.h>
 #include <featlearn/model/resnet.h>
+#include <featlearn/model/vgg.h>
 
 #include <featlearn/common/error.h>
 
@@ -90,10 +93,15 @@ void register_builtin_backbones() {
     add_resnet("ResNet152", "resnet152-394f9c45.pth");
     add_resnet("ResNet50_vd", "");
     add_resnet("ResNet50_last_stage_stride1", "resnet50-0676ba61.pth");
+    // metric_learning/xbm_resnet50.yaml starts from torchvision's v1 ResNet50 weights (converted for Paddle).
+    add_resnet("ResNet50_adaptive_max_pool2d", "resnet50-19c8e357.pth");
     add_mobilenet("MobileNetV3_small_x1_0", false, "mobilenet_v3_small-047dcff4.pth");
     add_mobilenet("MobileNetV3_large_x1_0", true, "mobilenet_v3_large-8738ca79.pth");
     register_pplcnet_backbones();     // PPLCNet_x0_25 ... PPLCNet_x2_5, PPLCNetBaseNet, PPLCNet_x2_5_Tanh
     register_pplcnet_v2_backbones();  // PPLCNetV2_small|base|large, PPLCNetV2_base_ShiTu
+    register_mobilenet_v1_backbones();  // MobileNetV1, MobileNetV1_x0_25|x0_5|x0_75
+    register_vgg_backbones();           // VGG11, VGG13, VGG16, VGG19, VGG19Sigmoid
+    register_adaface_backbones();       // AdaFace_IR_18 ... AdaFace_IR_SE_200
     return true;
   }();
   (void)done;

@@ -29,6 +29,10 @@ torch::Tensor shortcut(StopCursor& c, const std::string& path, nn::ModuleList& d
 
 }  // namespace
 
+torch::Tensor AdaptiveMaxPool2dImpl::run(const torch::Tensor& x, StopCursor&, const std::string&) {
+  return std::get<0>(torch::adaptive_max_pool2d(x, {1, 1}));
+}
+
 BasicBlockImpl::BasicBlockImpl(int64_t in, int64_t planes, int64_t stride, nn::ModuleList ds) {
   conv1 = register_module("conv1", conv(in, planes, 3, stride));
   bn1 = register_module("bn1", nn::BatchNorm2d(planes));
@@ -132,7 +136,9 @@ ResNetImpl::ResNetImpl(ResNetOptions o) : options_(std::move(o)) {
     register_module(layer_name, layer);
   }
   out_channels_ = in;
-  register_module("avgpool", nn::AdaptiveAvgPool2d(nn::AdaptiveAvgPool2dOptions({1, 1})));
+  // The torchvision name is kept for the max pool too (alias avg_pool, as PaddleClas keeps the layer's name).
+  if (o_.global_max_pool()) register_module("avgpool", AdaptiveMaxPool2d());
+  else register_module("avgpool", nn::AdaptiveAvgPool2d(nn::AdaptiveAvgPool2dOptions({1, 1})));
   register_module("flatten", nn::Flatten());
   register_module("fc", nn::Linear(in, o_.class_num()));
 
@@ -168,6 +174,7 @@ ResNetOptions resnet_options(const std::string& name) {
   if (name == "ResNet152") return ResNetOptions({3, 8, 36, 3}, true);
   if (name == "ResNet50_vd") return ResNetOptions({3, 4, 6, 3}, true).deep_stem(true).avg_down(true);
   if (name == "ResNet50_last_stage_stride1") return ResNetOptions({3, 4, 6, 3}, true).last_stride(1);
+  if (name == "ResNet50_adaptive_max_pool2d") return ResNetOptions({3, 4, 6, 3}, true).global_max_pool(true);
   throw Error("unknown ResNet '" + name + "'");
 }
 

@@ -6,6 +6,8 @@
 //   ResNet50_vd                  PaddleClas "vd": deep stem of three 3x3 convs (`stem.0`..`stem.8`) and an
 //                                average-pool downsample shortcut (`downsample.0` AvgPool2d, .1 conv, .2 bn)
 //   ResNet50_last_stage_stride1  ResNet50 with stride 1 in layer4 (14x14 last stage at 224x224)
+//   ResNet50_adaptive_max_pool2d ResNet50 whose `avgpool` is a global max pool (AdaptiveMaxPool2d(1)), as
+//                                PaddleClas's variant replaces its avg_pool
 // Keys: name, pretrained (False | True | path to a torchvision .pth), class_num (fc outputs, default 1000),
 //   input_image_channel (default 3), data_format (NCHW only).
 #pragma once
@@ -35,7 +37,16 @@ struct ResNetOptions {
   TORCH_ARG(bool, avg_down) = false;        // vd shortcut
   TORCH_ARG(int64_t, last_stride) = 2;      // stride of layer4
   TORCH_ARG(bool, stem_act) = true;         // ReLU after the stem conv(s); PaddleClas `stem_act: null` = none
+  TORCH_ARG(bool, global_max_pool) = false; // `avgpool` is AdaptiveMaxPool2d(1) (ResNet50_adaptive_max_pool2d)
 };
+
+// Global max pooling, [N, C, H, W] -> [N, C, 1, 1] (torch's AdaptiveMaxPool2d(1)); a leaf StagedModule so that
+// run_module() calls it. Its Paddle full name is adaptive_max_pool2d_<k>.
+class AdaptiveMaxPool2dImpl : public StagedModule {
+ public:
+  torch::Tensor run(const torch::Tensor& x, StopCursor& c, const std::string& path) override;
+};
+TORCH_MODULE(AdaptiveMaxPool2d);
 
 // torchvision BasicBlock: conv1 bn1 relu conv2 bn2 (+downsample), relu(out + shortcut).
 class BasicBlockImpl : public StagedModule {
