@@ -35,10 +35,16 @@ double number(const ConfigNode& n) {
     }
   };
   const auto slash = s.find('/');
-  if (slash == std::string::npos) return parse(s);
-  const double den = parse(s.substr(slash + 1));
-  if (den == 0) n.fail("division by zero in '" + s + "'");
-  return parse(s.substr(0, slash)) / den;
+  double v = 0;
+  if (slash == std::string::npos) {
+    v = parse(s);
+  } else {
+    const double den = parse(s.substr(slash + 1));
+    if (den == 0) n.fail("division by zero in '" + s + "'");
+    v = parse(s.substr(0, slash)) / den;
+  }
+  if (!std::isfinite(v)) n.fail("expected a finite number, got '" + s + "'");
+  return v;
 }
 
 double number_or(const ConfigNode& p, const std::string& key, double def) {

@@ -9,6 +9,7 @@
 #include <opencv2/imgproc.hpp>
 
 #include <algorithm>
+#include <climits>
 #include <cmath>
 
 namespace featlearn::transform_detail {
@@ -78,9 +79,13 @@ class ResizeImage : public Transform {
   void apply(cv::Mat& img, Rng& rng) const override {
     cv::Size target = size_;
     if (resize_short_ > 0) {
+      if (img.empty()) throw Error("ResizeImage: the image is empty");
       const double percent = static_cast<double>(resize_short_) / std::min(img.cols, img.rows);
-      target = {static_cast<int>(std::nearbyint(img.cols * percent)),
-                static_cast<int>(std::nearbyint(img.rows * percent))};
+      const double w = std::nearbyint(img.cols * percent), h = std::nearbyint(img.rows * percent);
+      if (!(w <= INT_MAX && h <= INT_MAX))  // a resize_short far beyond the image's aspect ratio
+        throw Error(fmt::format("ResizeImage: resize_short {} makes the {}x{} image {:.0f}x{:.0f}, too large",
+                                resize_short_, img.cols, img.rows, w, h));
+      target = {static_cast<int>(w), static_cast<int>(h)};
     }
     resizer_.resize(img, target, rng);
   }
@@ -241,6 +246,7 @@ class RandomRotation : public Transform {
       if (v.size() != 2) d.fail("expected a number or [min, max]");
       lo_ = v[0], hi_ = v[1];
     }
+    if (!std::isfinite(hi_ - lo_)) d.fail("the range of degrees is too large");
     interp_ = read_interp(p, "interpolation", cv::INTER_NEAREST);
     if (interp_ < 0) p["interpolation"].fail("expected nearest, bilinear or bicubic");
     expand_ = p.get<bool>("expand", false);

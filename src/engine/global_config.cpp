@@ -2,6 +2,8 @@
 
 #include <torch/cuda.h>
 
+#include <algorithm>
+
 namespace featlearn {
 
 namespace {
@@ -47,7 +49,8 @@ GlobalConfig GlobalConfig::parse(const ConfigNode& g) {
   c.print_batch_step = g.get<int64_t>("print_batch_step", c.print_batch_step);
   c.use_visualdl = g.get<bool>("use_visualdl", c.use_visualdl);
   c.image_shape = g.get<std::vector<int64_t>>("image_shape", c.image_shape);
-  if (c.image_shape.size() != 3) g["image_shape"].fail("expected [C, H, W]");
+  if (c.image_shape.size() != 3 || *std::min_element(c.image_shape.begin(), c.image_shape.end()) <= 0)
+    g["image_shape"].fail("expected [C, H, W] of positive sizes");
   c.save_inference_dir = g.get<std::string>("save_inference_dir", c.save_inference_dir);
   c.eval_mode = g.get<std::string>("eval_mode", c.eval_mode);
   if (c.eval_mode != "retrieval" && c.eval_mode != "classification")

@@ -4,6 +4,7 @@
 #include <featlearn/common/error.h>
 #include <featlearn/io/state_dict.h>
 #include <featlearn/model/mobilenet_v3.h>
+#include <fmt/format.h>
 
 #include <torch/torch.h>
 
@@ -339,7 +340,15 @@ BackbonePtr build_backbone(const ConfigNode& backbone_node, const ConfigNode& st
                             ? backbone_node["input_image_channel"].as<int64_t>()
                             : (shaped ? image_shape[0] : 3);
       const int64_t h = shaped ? image_shape[1] : 224, w = shaped ? image_shape[2] : 224;
-      const auto width = bb->forward(torch::zeros({1, c, h, w})).flatten(1).size(1);
+      int64_t width = 0;
+      try {
+        width = bb->forward(torch::zeros({1, c, h, w})).flatten(1).size(1);
+      } catch (const c10::Error& e) {  // e.g. an image smaller than a kernel, or a non-positive size
+        std::string msg = e.what_without_backtrace();
+        msg = msg.substr(0, msg.find('\n'));
+        stop_layer_node["output_dim"].fail(fmt::format("cannot be checked: the backbone does not run on a "
+                                                       "{}x{}x{} image (Global.image_shape): {}", c, h, w, msg));
+      }
       bb->train(was_training);
       if (width != *dim)
         stop_layer_node["output_dim"].fail("the backbone truncated after '" + name + "' outputs " +
