@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cmath>
 #include <mutex>
 #include <numeric>
 #include <unordered_map>
@@ -140,6 +141,8 @@ class PKSampler : public BatchSampler {
       const auto id_list = p["id_list"].as<std::vector<int64_t>>();
       const auto ratio = p["ratio"].as<std::vector<double>>();
       if (id_list.size() != 2 * ratio.size()) p["id_list"].fail("id_list must hold a [start, end] pair per ratio");
+      for (double r : ratio)
+        if (!std::isfinite(r) || r < 0) p["ratio"].fail(fmt::format("ratios must be finite and >= 0, got {}", r));
       for (size_t i = 0; i < weights_.size(); ++i)
         for (size_t j = 0; j < ratio.size(); ++j)
           if (static_cast<int64_t>(i) >= id_list[2 * j] && static_cast<int64_t>(i) <= id_list[2 * j + 1]) {

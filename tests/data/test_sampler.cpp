@@ -3,6 +3,7 @@
 #include <featlearn/data/sampler.h>
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <functional>
 #include <map>
 #include <set>
@@ -322,6 +323,80 @@ TEST(PKSampler, RanksTakeInterleavedBatchesOfOneStream) {
   auto keep = sampler(yaml + "drop_last: False\n", ds, 1, 2);
   EXPECT_EQ(keep->batches_per_epoch(), 4);
   for (const auto& b : keep->epoch_batches(0, 0)) check_pk(b, ds, 2, 2);
+}
+
+// sample_method id_avg_prob with id_list/ratio, as PaddleClas's PKSampler: every id starts at 1 / #ids, the
+// ids at positions id_list[2j]..id_list[2j+1] (first-appearance order, inclusive; the first matching range
+// wins) are multiplied by ratio[j], then the list is renormalized. Ids with 1..6 images, id_list
+// [1, 2, 4, 4], ratio [3, 0.5]: weights 1, 3, 3, 1, 0.5, 1 (sum 9.5), p = 2/19, 6/19, 6/19, 2/19, 1/19, 2/19
+// (independent of the image counts). The P ids of a batch are successive draws without replacement, so the
+// first id of each batch follows p and, with P = 2, id i is in a batch with probability
+// p_i + sum_{j != i} p_j p_i / (1 - p_j): 8807/37791, 7439/12597, 7439/12597, 8807/37791, 503/4199, 8807/37791.
+// Empirical frequencies over n = 20000 batches must lie within 5 binomial standard deviations
+// (5 sqrt(q (1 - q) / n) <= 0.017 here): a correct sampler fails with probability < 1e-6 per id, while
+// sample_avg_prob weighting (p_1 = 6/28.5 = 0.21 instead of 0.316) or ignoring ratio (1/6) is off by > 0.05.
+TEST(PKSampler, IdAvgProbWithIdListAndRatioGivesPaddleClasProbabilities) {
+  auto ds = synthetic({1, 2, 3, 4, 5, 6});  // 21 images
+  const std::string common = "sample_method: id_avg_prob\nid_list: [1, 2, 4, 4]\nratio: [3, 0.5]\n";
+  const std::vector<double> p = {2 / 19., 6 / 19., 6 / 19., 2 / 19., 1 / 19., 2 / 19.};
+  const std::vector<double> inclusion = {8807 / 37791., 7439 / 12597., 7439 / 12597.,
+                                         8807 / 37791., 503 / 4199.,    8807 / 37791.};
+  const auto frequencies = [&](const BatchSampler& s, size_t P, bool first_only, int64_t& n) {
+    std::vector<double> f(6, 0);
+    n = 0;
+    for (int64_t e = 0; n < 20000; ++e)
+      for (const auto& b : s.epoch_batches(11, e)) {
+        const auto ids = check_pk(b, ds, P, 2);
+        if (ids.size() != P) return f;
+        for (size_t j = 0; j < (first_only ? 1 : P); ++j) f[static_cast<size_t>(ids[j])] += 1;
+        ++n;
+      }
+    for (auto& x : f) x /= static_cast<double>(n);
+    return f;
+  };
+  const auto tol = [](double q, int64_t n) { return 5 * std::sqrt(q * (1 - q) / static_cast<double>(n)); };
+  int64_t n = 0;
+  // P = 1 (batch_size 2, sample_per_id 2): 21 // 2 = 10 batches per epoch, each one id drawn with p.
+  auto p1 = sampler("name: PKSampler\nbatch_size: 2\nsample_per_id: 2\n" + common, ds);
+  ASSERT_EQ(p1->batches_per_epoch(), 10);
+  auto f = frequencies(*p1, 1, true, n);
+  for (size_t i = 0; i < 6; ++i) EXPECT_NEAR(f[i], p[i], tol(p[i], n)) << "P = 1, id " << i;
+  // P = 2: the first id follows p, inclusion as above.
+  auto p2 = sampler("name: PKSampler\nbatch_size: 4\nsample_per_id: 2\n" + common, ds);
+  f = frequencies(*p2, 2, true, n);
+  for (size_t i = 0; i < 6; ++i) EXPECT_NEAR(f[i], p[i], tol(p[i], n)) << "P = 2, first id " << i;
+  f = frequencies(*p2, 2, false, n);
+  for (size_t i = 0; i < 6; ++i) EXPECT_NEAR(f[i], inclusion[i], tol(inclusion[i], n)) << "P = 2, id " << i;
+
+  // Exact: ratio 0 removes ids. id_list [0, 1, 1, 3], ratio [0, 5]: id 1 lies in both ranges and takes the
+  // first one's ratio (0), so only ids 2, 3 (weight 5 each), 4 and 5 (1 each) can be drawn; with P = 4 every
+  // batch holds exactly those four ids.
+  auto zero = sampler("name: PKSampler\nbatch_size: 8\nsample_per_id: 2\nsample_method: id_avg_prob\n"
+                      "id_list: [0, 1, 1, 3]\nratio: [0, 5]\n",
+                      ds);
+  ASSERT_EQ(zero->batches_per_epoch(), 2);  // 21 // 8
+  for (int64_t e = 0; e < 20; ++e)
+    for (const auto& b : zero->epoch_batches(3, e)) {
+      const auto ids = check_pk(b, ds, 4, 2);
+      EXPECT_EQ(std::set<int64_t>(ids.begin(), ids.end()), (std::set<int64_t>{2, 3, 4, 5}));
+    }
+  // Without id_list/ratio, id_avg_prob is uniform: all 6 ids equally likely (1/6 each) for the first id.
+  auto uniform = sampler("name: PKSampler\nbatch_size: 2\nsample_per_id: 2\nsample_method: id_avg_prob\n", ds);
+  f = frequencies(*uniform, 1, true, n);
+  for (size_t i = 0; i < 6; ++i) EXPECT_NEAR(f[i], 1 / 6., tol(1 / 6., n)) << "uniform, id " << i;
+  // Errors: too few ids with a positive weight, a negative ratio, unpaired ranges, one key without the other.
+  auto msg = error_of([&] {
+    sampler("name: PKSampler\nbatch_size: 10\nsample_per_id: 2\nsample_method: id_avg_prob\n"
+            "id_list: [0, 1, 1, 3]\nratio: [0, 5]\n",
+            ds);
+  });
+  EXPECT_NE(msg.find("only 4 ids have a positive sampling weight; 5 per batch needed"), std::string::npos) << msg;
+  msg = error_of([&] { sampler("name: PKSampler\nbatch_size: 2\nsample_per_id: 2\nid_list: [0, 1]\nratio: [-1]\n", ds); });
+  EXPECT_NE(msg.find("ratios must be finite and >= 0, got -1"), std::string::npos) << msg;
+  msg = error_of([&] { sampler("name: PKSampler\nbatch_size: 2\nsample_per_id: 2\nid_list: [0, 1, 2]\nratio: [2]\n", ds); });
+  EXPECT_NE(msg.find("id_list must hold a [start, end] pair per ratio"), std::string::npos) << msg;
+  msg = error_of([&] { sampler("name: PKSampler\nbatch_size: 2\nsample_per_id: 2\nratio: [2]\n", ds); });
+  EXPECT_NE(msg.find("id_list and ratio go together"), std::string::npos) << msg;
 }
 
 TEST(Samplers, InvalidRankAndUnknownName) {
