@@ -16,9 +16,9 @@ TARGETS=${FUZZ_TARGETS:-config lists image ckpt pth npy index serve}
 JOBS=${FUZZ_JOBS:-$(nproc)}
 # The unit tests run under the sanitizers (the suites with parsers and file formats; see docs/testing.md).
 SAN_TESTS=(test_config test_io test_metric test_data test_index test_serve)
-# Per suite, tests left out: IndexCommands exports models and builds indexes through the commands (a minute
-# under ASan; the index files are fuzz target `index`), ServeCrash runs the featlearn program, which the
-# sanitizer build does not build.
+# Per suite, tests left out (their files are not even built there, CMakeLists.txt): IndexCommands exports
+# models and builds indexes through the commands (a minute under ASan; the index files are fuzz target
+# `index`), ServeCrash runs the featlearn program, which the sanitizer build does not build.
 declare -A SAN_FILTER=(
   [test_index]="-IndexCommands.*"
   [test_serve]="-ServeCrash.*"
