@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <mutex>
 #include <numeric>
 #include <unordered_map>
@@ -396,6 +397,260 @@ class DistributedRandomIdentitySampler : public BatchSampler {
   mutable std::vector<int64_t> cache_starts_;
 };
 
+// ---------------------------------------------------------------------------------------------------------------
+
+// Per-id chunks of K indices as PaddleClas's MetaBIN samplers make them (docs/architecture.md, "Samplers"):
+// an id with fewer than K images draws K with replacement; otherwise its images, padded to a multiple of K
+// with distinct extra copies of some of them, shuffled and cut into chunks of K. No image is dropped.
+std::vector<BatchIndices> padded_chunks(const std::vector<int64_t>& members, int64_t k, Rng& rng) {
+  std::vector<int64_t> idx;
+  const int64_t n = static_cast<int64_t>(members.size());
+  if (n < k) {
+    draw_k(members, k, rng, idx);  // with replacement
+  } else {
+    idx = members;
+    if (n % k != 0) draw_k(members, k - n % k, rng, idx);  // without replacement
+  }
+  rng.shuffle(idx);
+  std::vector<BatchIndices> chunks;
+  for (size_t s = 0; s + static_cast<size_t>(k) <= idx.size(); s += static_cast<size_t>(k))
+    chunks.emplace_back(idx.begin() + static_cast<std::ptrdiff_t>(s), idx.begin() + static_cast<std::ptrdiff_t>(s) + k);
+  return chunks;
+}
+
+// n rounded up to a multiple of k (k when n < k): the images an id contributes to a padded pass.
+int64_t padded_count(int64_t n, int64_t k) { return n % k == 0 ? n : n - n % k + k; }
+
+// Samplers over an endless stream of indices made of passes (pass p drawn from (seed, p)), cut into batches
+// of batch_size; as PaddleClas's BatchSampler over an infinite Sampler, every batch is full and batches may
+// run across passes. Epoch e is the stream's batches [e * len * W, (e + 1) * len * W), rank r taking every
+// W-th from the r-th on (docs/architecture.md, "Samplers").
+class PassStreamSampler : public BatchSampler {
+ public:
+  PassStreamSampler(ShardInfo shard, uint64_t tag) : shard_(shard), tag_(tag) {}
+  int64_t batches_per_epoch() const override { return len_; }
+  int64_t batch_size() const override { return bs_; }
+
+  std::vector<BatchIndices> epoch_batches(uint64_t seed, int64_t epoch) const override {
+    const int64_t W = shard_.world_size, global = len_ * W;
+    const int64_t first = epoch * global * bs_, end = first + global * bs_;  // stream positions (indices)
+    int64_t pass_index = 0, pass_start = 0;
+    locate(seed, first, pass_index, pass_start);
+    std::vector<int64_t> flat;
+    flat.reserve(static_cast<size_t>(global * bs_));
+    for (int64_t pos = pass_start; pos < end; ++pass_index)
+      for (int64_t i : pass(seed, pass_index)) {
+        if (pos >= first && pos < end) flat.push_back(i);
+        ++pos;
+      }
+    std::vector<BatchIndices> mine;
+    for (int64_t b = shard_.rank; b < global; b += W)
+      mine.emplace_back(flat.begin() + static_cast<std::ptrdiff_t>(b * bs_),
+                        flat.begin() + static_cast<std::ptrdiff_t>((b + 1) * bs_));
+    return mine;
+  }
+
+ protected:
+  // One pass's indices (never empty).
+  virtual std::vector<int64_t> pass_indices(Rng& rng) const = 0;
+  int64_t bs_ = 0, len_ = 0;
+
+ private:
+  std::vector<int64_t> pass(uint64_t seed, int64_t pass_index) const {
+    Rng rng(mix_seed({seed, static_cast<uint64_t>(pass_index), tag_, 0x9A55u}));
+    return pass_indices(rng);
+  }
+  // The pass holding stream position `pos` (in indices) and that pass's first position; pass lengths cached.
+  void locate(uint64_t seed, int64_t pos, int64_t& pass_index, int64_t& pass_start) const {
+    std::lock_guard<std::mutex> lk(cache_mu_);
+    if (cache_seed_ != seed || cache_starts_.empty()) {
+      cache_seed_ = seed;
+      cache_starts_.assign(1, 0);
+    }
+    while (cache_starts_.back() <= pos) {
+      const int64_t p = static_cast<int64_t>(cache_starts_.size()) - 1;
+      cache_starts_.push_back(cache_starts_.back() + static_cast<int64_t>(pass(seed, p).size()));
+    }
+    const auto it = std::upper_bound(cache_starts_.begin(), cache_starts_.end(), pos) - 1;
+    pass_index = it - cache_starts_.begin();
+    pass_start = *it;
+  }
+
+  ShardInfo shard_;
+  uint64_t tag_;
+  mutable std::mutex cache_mu_;
+  mutable uint64_t cache_seed_ = 0;
+  mutable std::vector<int64_t> cache_starts_;
+};
+
+// Takes P distinct members of `pool` uniformly (they end up in pool[0..P)), appending each one's next chunk
+// to `out` in draw order; members whose chunks run out are removed from the pool.
+void take_round(std::vector<size_t>& pool, size_t P, std::vector<std::vector<BatchIndices>>& chunks,
+                std::vector<size_t>& next, Rng& rng, std::vector<int64_t>& out) {
+  for (size_t j = 0; j < P; ++j) std::swap(pool[j], pool[j + rng.below(pool.size() - j)]);
+  std::vector<char> last(P, 0);
+  for (size_t j = 0; j < P; ++j) {
+    const size_t id = pool[j];
+    const auto& c = chunks[id][next[id]++];
+    out.insert(out.end(), c.begin(), c.end());
+    last[j] = next[id] == chunks[id].size();
+  }
+  for (size_t j = P; j-- > 0;)  // from the back: an id moved into slot j has already been looked at
+    if (last[j]) {
+      pool[j] = pool.back();
+      pool.pop_back();
+    }
+}
+
+// PaddleClas's NaiveIdentityBatchSampler (MetaBIN): a pass gives every id's padded chunks, P = batch_size / K
+// ids drawn uniformly per round until fewer than P ids have chunks; len = total // batch_size with
+// total = sum of padded counts, rounded down to a multiple of batch_size, minus one batch_size.
+class NaiveIdentityBatchSampler : public PassStreamSampler {
+ public:
+  NaiveIdentityBatchSampler(const ConfigNode& p, const Dataset& ds, ShardInfo shard)
+      : PassStreamSampler(shard, 0x4A1Eu) {
+    p.check_keys({"name", "batch_size", "num_instances", "drop_last"});
+    bs_ = p.require<int64_t>("batch_size");
+    k_ = p.require<int64_t>("num_instances");
+    (void)p.require<bool>("drop_last");  // the stream is endless: every batch is full either way
+    if (k_ <= 0) p["num_instances"].fail("num_instances must be positive");
+    if (bs_ < k_) p["batch_size"].fail(fmt::format("batch_size must be at least num_instances ({})", k_));
+    ids_ = index_ids(ds);
+    P_ = bs_ / k_;
+    if (static_cast<int64_t>(ids_.ids.size()) < P_)
+      p.fail(fmt::format("batch_size {} / num_instances {} = {} ids per batch, but the dataset has only {} ids", bs_,
+                         k_, P_, ids_.ids.size()));
+    int64_t total = 0;
+    for (const auto& m : ids_.members) total += padded_count(static_cast<int64_t>(m.size()), k_);
+    const int64_t total_images = total - total % bs_ - bs_;
+    if (total_images <= 0)
+      p.fail(fmt::format("the epoch is empty: {} padded images, rounded down to a multiple of batch_size {}, minus "
+                         "one batch; use a smaller batch_size or more images",
+                         total, bs_));
+    len_ = total_images / bs_;  // total_images is a multiple of batch_size
+  }
+  std::string name() const override { return "NaiveIdentityBatchSampler"; }
+
+ protected:
+  std::vector<int64_t> pass_indices(Rng& rng) const override {
+    const size_t n = ids_.ids.size();
+    std::vector<std::vector<BatchIndices>> chunks(n);
+    std::vector<size_t> next(n, 0), pool(n);
+    for (size_t id = 0; id < n; ++id) chunks[id] = padded_chunks(ids_.members[id], k_, rng);
+    std::iota(pool.begin(), pool.end(), size_t{0});
+    std::vector<int64_t> out;
+    while (pool.size() >= static_cast<size_t>(P_)) take_round(pool, static_cast<size_t>(P_), chunks, next, rng, out);
+    return out;
+  }
+
+ private:
+  int64_t k_ = 1, P_ = 1;
+  IdIndex ids_;
+};
+
+// PaddleClas's DomainShuffleBatchSampler (MetaBIN) with camera_to_domain: each camera is a domain and each
+// (label, camera) pair an id of that domain. A round draws P_d = (batch_size / K) / D ids uniformly in each
+// domain 0..D-1 in turn; after a round, a domain with fewer than P_d ids left gets all its ids back with fresh
+// chunks; the pass ends after the round in which the last domain got its first refill.
+class DomainShuffleBatchSampler : public PassStreamSampler {
+ public:
+  DomainShuffleBatchSampler(const ConfigNode& p, const Dataset& ds, ShardInfo shard)
+      : PassStreamSampler(shard, 0xD0Au) {
+    p.check_keys({"name", "batch_size", "num_instances", "drop_last", "camera_to_domain"});
+    bs_ = p.require<int64_t>("batch_size");
+    k_ = p.require<int64_t>("num_instances");
+    drop_last_ = p.require<bool>("drop_last");
+    if (!p.require<bool>("camera_to_domain"))
+      p["camera_to_domain"].fail(
+          "camera_to_domain: False needs per-image domain ids, which featlearn's datasets do not carry; use True "
+          "(each camera is a domain)");
+    if (k_ <= 0) p["num_instances"].fail("num_instances must be positive");
+    if (bs_ <= 0) p["batch_size"].fail("batch_size must be positive");
+    if (!ds.has_camids())
+      p.fail("DomainShuffleBatchSampler needs camera ids (each camera is a domain); this dataset has none");
+    // Ids are (label, camera) pairs in first-appearance order.
+    std::map<std::pair<int64_t, int64_t>, size_t> pos;
+    int64_t max_cam = -1;
+    for (size_t i = 0; i < ds.size(); ++i) {
+      const int64_t cam = ds.camid(i);
+      if (cam < 0) p.fail(fmt::format("{}: camera id {} is not a domain (domains are cameras 0, 1, ...)", ds.source(i), cam));
+      auto it = pos.find({ds.label(i), cam});
+      if (it == pos.end()) {
+        it = pos.emplace(std::make_pair(ds.label(i), cam), members_.size()).first;
+        members_.emplace_back();
+        domain_of_.push_back(cam);
+      }
+      members_[it->second].push_back(static_cast<int64_t>(i));
+      max_cam = std::max(max_cam, cam);
+    }
+    if (members_.empty()) p.fail("DomainShuffleBatchSampler: the dataset is empty");
+    domain_ids_.assign(static_cast<size_t>(max_cam + 1), {});
+    for (size_t id = 0; id < members_.size(); ++id) domain_ids_[static_cast<size_t>(domain_of_[id])].push_back(id);
+    const int64_t D = max_cam + 1;
+    for (int64_t d = 0; d < D; ++d)
+      if (domain_ids_[static_cast<size_t>(d)].empty())
+        p.fail(fmt::format("cameras must be 0..{} with every one present (PaddleClas indexes domains by camera id); "
+                           "camera {} has no image",
+                           max_cam, d));
+    pd_ = (bs_ / k_) / D;
+    if (pd_ < 1)
+      p.fail(fmt::format("batch_size {} / num_instances {} = {} ids per batch, fewer than the {} domains (cameras)",
+                         bs_, k_, bs_ / k_, D));
+    const int64_t bs_d = bs_ / D;  // PaddleClas's per-domain batch size
+    int64_t max_cnt = 0;
+    for (int64_t d = 0; d < D; ++d) {
+      const auto& ids = domain_ids_[static_cast<size_t>(d)];
+      if (static_cast<int64_t>(ids.size()) < pd_)
+        p.fail(fmt::format("camera {} has {} ids, fewer than the {} drawn from each domain per batch", d, ids.size(),
+                           pd_));
+      int64_t cnt = 0;
+      for (size_t id : ids) cnt += padded_count(static_cast<int64_t>(members_[id].size()), k_);
+      max_cnt = std::max(max_cnt, cnt);
+    }
+    const int64_t total_images = D * (max_cnt - max_cnt % bs_d - bs_d);
+    if (total_images <= 0)
+      p.fail(fmt::format("the epoch is empty: the largest domain has {} padded images, fewer than two per-domain "
+                         "batches of {}; use a smaller batch_size or more images",
+                         max_cnt, bs_d));
+    len_ = drop_last_ ? total_images / bs_ : ceil_div(total_images, bs_);
+    if (len_ == 0)
+      p.fail(fmt::format("the epoch is empty: {} images per epoch, fewer than batch_size {} with drop_last",
+                         total_images, bs_));
+  }
+  std::string name() const override { return "DomainShuffleBatchSampler"; }
+
+ protected:
+  std::vector<int64_t> pass_indices(Rng& rng) const override {
+    const size_t D = domain_ids_.size(), n = members_.size(), P = static_cast<size_t>(pd_);
+    std::vector<std::vector<BatchIndices>> chunks(n);
+    std::vector<size_t> next(n, 0);
+    for (size_t id = 0; id < n; ++id) chunks[id] = padded_chunks(members_[id], k_, rng);
+    std::vector<std::vector<size_t>> local = domain_ids_;
+    std::vector<char> refilled(D, 0);
+    std::vector<int64_t> out;
+    while (std::find(refilled.begin(), refilled.end(), 0) != refilled.end()) {
+      for (size_t d = 0; d < D; ++d) take_round(local[d], P, chunks, next, rng, out);
+      for (size_t d = 0; d < D; ++d)
+        if (local[d].size() < P) {
+          refilled[d] = 1;
+          local[d] = domain_ids_[d];
+          for (size_t id : local[d]) {
+            chunks[id] = padded_chunks(members_[id], k_, rng);
+            next[id] = 0;
+          }
+        }
+    }
+    return out;
+  }
+
+ private:
+  int64_t k_ = 1, pd_ = 1;
+  bool drop_last_ = true;
+  std::vector<std::vector<int64_t>> members_;   // per id
+  std::vector<int64_t> domain_of_;              // per id
+  std::vector<std::vector<size_t>> domain_ids_;  // per domain, its ids in first-appearance order
+};
+
 using SamplerPtr = std::unique_ptr<BatchSampler>;
 using SamplerRegistry = Registry<SamplerPtr, const Dataset*, ShardInfo>;
 
@@ -410,6 +665,12 @@ const SamplerRegistry& sampler_registry() {
     });
     r.add("DistributedRandomIdentitySampler", [](const ConfigNode& p, const Dataset* ds, ShardInfo s) -> SamplerPtr {
       return std::make_unique<DistributedRandomIdentitySampler>(p, *ds, s);
+    });
+    r.add("NaiveIdentityBatchSampler", [](const ConfigNode& p, const Dataset* ds, ShardInfo s) -> SamplerPtr {
+      return std::make_unique<NaiveIdentityBatchSampler>(p, *ds, s);
+    });
+    r.add("DomainShuffleBatchSampler", [](const ConfigNode& p, const Dataset* ds, ShardInfo s) -> SamplerPtr {
+      return std::make_unique<DomainShuffleBatchSampler>(p, *ds, s);
     });
     return r;
   }();

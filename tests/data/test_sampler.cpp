@@ -3,6 +3,7 @@
 #include <featlearn/data/sampler.h>
 #include <gtest/gtest.h>
 
+#include <array>
 #include <cmath>
 #include <functional>
 #include <map>
@@ -32,6 +33,20 @@ ListDataset synthetic(const std::vector<int>& counts) {
       items.push_back(it);
     }
   return ListDataset(std::move(items), false);
+}
+
+// In-memory dataset with camera ids: for each (label, camera, count), count images (consecutive indices).
+ListDataset synthetic_cams(const std::vector<std::array<int, 3>>& groups) {
+  std::vector<ListDataset::Item> items;
+  for (const auto& g : groups)
+    for (int k = 0; k < g[2]; ++k) {
+      ListDataset::Item it;
+      it.path = "img" + std::to_string(items.size());
+      it.label = g[0];
+      it.camid = g[1];
+      items.push_back(it);
+    }
+  return ListDataset(std::move(items), true);
 }
 
 std::unique_ptr<BatchSampler> sampler(const std::string& yaml, const Dataset& ds, int rank = 0, int world = 1) {
@@ -397,6 +412,177 @@ TEST(PKSampler, IdAvgProbWithIdListAndRatioGivesPaddleClasProbabilities) {
   EXPECT_NE(msg.find("id_list must hold a [start, end] pair per ratio"), std::string::npos) << msg;
   msg = error_of([&] { sampler("name: PKSampler\nbatch_size: 2\nsample_per_id: 2\nratio: [2]\n", ds); });
   EXPECT_NE(msg.find("id_list and ratio go together"), std::string::npos) << msg;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// NaiveIdentityBatchSampler and DomainShuffleBatchSampler (PaddleClas's MetaBIN samplers): endless streams of
+// passes cut into batches; each id's images are padded to a multiple of K (never dropped).
+
+namespace {
+std::string naive_yaml(int batch_size, int num_instances) {
+  return "name: NaiveIdentityBatchSampler\nbatch_size: " + std::to_string(batch_size) +
+         "\nnum_instances: " + std::to_string(num_instances) + "\ndrop_last: True\n";
+}
+std::string domain_yaml(int batch_size, int num_instances, bool drop_last = true) {
+  return "name: DomainShuffleBatchSampler\nbatch_size: " + std::to_string(batch_size) +
+         "\nnum_instances: " + std::to_string(num_instances) + "\ndrop_last: " + (drop_last ? "True" : "False") +
+         "\ncamera_to_domain: True\n";
+}
+std::multiset<int64_t> of_id_multi(const std::vector<BatchIndices>& bs, const Dataset& ds, int64_t id) {
+  std::multiset<int64_t> out;
+  for (const auto& b : bs)
+    for (int64_t i : of_id(b, ds, id)) out.insert(i);
+  return out;
+}
+}  // namespace
+
+// len = total // batch_size, total = sum of per-id counts rounded up to K, rounded down to a multiple of
+// batch_size, minus one batch_size. Ids with 1, 2, 4, 5 images, K = 2: 2 + 2 + 4 + 6 = 14 -> 14 - 2 - 4 = 8,
+// len 2 for batch_size 4 (drop_last makes no difference: the stream is endless, every batch is full).
+// Ids with 3 and 3 images, K = 2, P = 2: each id is padded to 4 (its 3 images and one of them again), 2 chunks;
+// a pass is 2 rounds = 2 batches, and 8 - 0 - 4 = 4 gives len 1, so epochs 2k and 2k + 1 are one pass.
+TEST(NaiveIdentityBatchSampler, PaddleClasLenAndPaddedPasses) {
+  auto ds = synthetic({1, 2, 4, 5});
+  auto s = sampler(naive_yaml(4, 2), ds);
+  EXPECT_EQ(s->batches_per_epoch(), 2);
+  EXPECT_EQ(sampler("name: NaiveIdentityBatchSampler\nbatch_size: 4\nnum_instances: 2\ndrop_last: False\n", ds)
+                ->batches_per_epoch(),
+            2);
+  for (int64_t e = 0; e < 20; ++e)
+    for (const auto& b : s->epoch_batches(4, e)) {
+      const auto ids = check_pk(b, ds, 2, 2);
+      for (int64_t l : ids)
+        if (l == 0) EXPECT_EQ(of_id(b, ds, 0), (std::vector<int64_t>{0, 0})) << "one image, up-sampled";
+    }
+  EXPECT_EQ(s->epoch_batches(4, 3), s->epoch_batches(4, 3));
+  EXPECT_NE(s->epoch_batches(4, 3), s->epoch_batches(4, 4));
+
+  auto two = synthetic({3, 3});  // id 0: 0..2, id 1: 3..5
+  auto t = sampler(naive_yaml(4, 2), two);
+  ASSERT_EQ(t->batches_per_epoch(), 1);
+  for (uint64_t seed = 0; seed < 10; ++seed)
+    for (int64_t k = 0; k < 5; ++k) {
+      std::vector<BatchIndices> pass = t->epoch_batches(seed, 2 * k);
+      const auto second = t->epoch_batches(seed, 2 * k + 1);
+      pass.insert(pass.end(), second.begin(), second.end());
+      for (const auto& b : pass) check_pk(b, two, 2, 2);
+      const auto id0 = of_id_multi(pass, two, 0), id1 = of_id_multi(pass, two, 1);
+      EXPECT_EQ(id0.size(), 4u);
+      EXPECT_EQ(std::set<int64_t>(id0.begin(), id0.end()), (std::set<int64_t>{0, 1, 2})) << "seed " << seed;
+      EXPECT_EQ(id1.size(), 4u);
+      EXPECT_EQ(std::set<int64_t>(id1.begin(), id1.end()), (std::set<int64_t>{3, 4, 5})) << "seed " << seed;
+      // Two ranks: epoch k is stream batches 2k (rank 0) and 2k + 1 (rank 1), the single process's epochs 2k, 2k+1.
+      for (int r = 0; r < 2; ++r)
+        EXPECT_EQ(sampler(naive_yaml(4, 2), two, r, 2)->epoch_batches(seed, k), (std::vector<BatchIndices>{pass[r]}));
+    }
+  // batch_size not a multiple of K: rounds of P x K = 4 indices cut into batches of 5 (running across rounds
+  // and passes). Ids with 4, 4, 4 images: 12 - 2 - 5 = 5, len 1; two ranks take the single stream in turn.
+  auto three = synthetic({4, 4, 4});
+  const std::string odd = "name: NaiveIdentityBatchSampler\nbatch_size: 5\nnum_instances: 2\ndrop_last: True\n";
+  auto single = sampler(odd, three);
+  ASSERT_EQ(single->batches_per_epoch(), 1);
+  for (int64_t e = 0; e < 6; ++e) {
+    ASSERT_EQ(single->epoch_batches(1, e).size(), 1u);
+    EXPECT_EQ(single->epoch_batches(1, e)[0].size(), 5u);
+  }
+  for (int64_t e = 0; e < 3; ++e)
+    for (int r = 0; r < 2; ++r)
+      EXPECT_EQ(sampler(odd, three, r, 2)->epoch_batches(1, e), single->epoch_batches(1, 2 * e + r));
+  // Errors.
+  auto msg = error_of([&] { sampler(naive_yaml(4, 2), synthetic({2, 2})); });  // 4 - 0 - 4 = 0
+  EXPECT_NE(msg.find("the epoch is empty: 4 padded images"), std::string::npos) << msg;
+  msg = error_of([&] { sampler(naive_yaml(1, 2), ds); });
+  EXPECT_NE(msg.find("batch_size must be at least num_instances (2)"), std::string::npos) << msg;
+  msg = error_of([&] { sampler(naive_yaml(10, 2), ds); });
+  EXPECT_NE(msg.find("5 ids per batch, but the dataset has only 4 ids"), std::string::npos) << msg;
+}
+
+// Cameras are domains and (label, camera) pairs ids. batch_size 8, K = 2: P = 4, P_d = 4 / 2 = 2 ids per
+// domain and batch, per-domain batch 8 / 2 = 4. Camera 0 holds labels 0, 1, 2 with 3, 2, 5 images (padded
+// 4 + 2 + 6 = 12), camera 1 labels 0, 3, 4 with 2, 1, 4 (2 + 2 + 4 = 8): len = 2 * (12 - 12 % 4 - 4) / 8 = 2.
+// Every batch: 2 ids of camera 0 (K each), then 2 ids of camera 1; label 0 can appear in both halves.
+TEST(DomainShuffleBatchSampler, BatchesArePdIdsOfEachCameraInTurn) {
+  auto ds = synthetic_cams({{0, 0, 3}, {1, 0, 2}, {2, 0, 5}, {0, 1, 2}, {3, 1, 1}, {4, 1, 4}});
+  auto s = sampler(domain_yaml(8, 2), ds);
+  ASSERT_EQ(s->batches_per_epoch(), 2);
+  int label0_twice = 0;
+  for (int64_t e = 0; e < 30; ++e)
+    for (const auto& b : s->epoch_batches(2, e)) {
+      ASSERT_EQ(b.size(), 8u);
+      std::set<int64_t> halves[2];
+      for (size_t h = 0; h < 2; ++h)
+        for (size_t j = 4 * h; j < 4 * h + 4; j += 2) {
+          const auto i0 = static_cast<size_t>(b[j]), i1 = static_cast<size_t>(b[j + 1]);
+          EXPECT_EQ(ds.camid(i0), static_cast<int64_t>(h)) << "camera " << h << "'s ids fill half " << h;
+          EXPECT_EQ(ds.camid(i1), static_cast<int64_t>(h));
+          EXPECT_EQ(ds.label(i0), ds.label(i1)) << "K instances of one id";
+          EXPECT_TRUE(halves[h].insert(ds.label(i0)).second) << "P_d distinct ids per camera";
+        }
+      label0_twice += halves[0].count(0) && halves[1].count(0);
+    }
+  EXPECT_GT(label0_twice, 0) << "(label 0, camera 0) and (label 0, camera 1) are different ids";
+  EXPECT_EQ(s->epoch_batches(9, 5), s->epoch_batches(9, 5));
+  EXPECT_NE(s->epoch_batches(9, 5), s->epoch_batches(9, 6));
+  // batch_size 5, K = 1: P = 5, P_d = 5 // 2 = 2, per-domain batch 2; rounds of 4 indices cut into batches of
+  // 5. Camera 0 has the most images, 10: 2 * (10 - 0 - 2) = 16 images per epoch, len 16 // 5 = 3 with
+  // drop_last, ceil(16 / 5) = 4 without (all full: the stream is endless).
+  for (bool drop_last : {true, false}) {
+    auto odd = sampler(domain_yaml(5, 1, drop_last), ds);
+    ASSERT_EQ(odd->batches_per_epoch(), drop_last ? 3 : 4);
+    for (const auto& b : odd->epoch_batches(0, 3)) EXPECT_EQ(b.size(), 5u);
+  }
+  // Cameras with 4 and 2 images: 2 * (4 - 0 - 2) = 4 images per epoch: len ceil(4 / 5) = 1 without drop_last,
+  // 0 (an error) with it.
+  auto small = synthetic_cams({{0, 0, 2}, {1, 0, 2}, {2, 1, 1}, {3, 1, 1}});
+  EXPECT_EQ(sampler(domain_yaml(5, 1, false), small)->batches_per_epoch(), 1);
+  auto msg = error_of([&] { sampler(domain_yaml(5, 1, true), small); });
+  EXPECT_NE(msg.find("the epoch is empty: 4 images per epoch, fewer than batch_size 5"), std::string::npos) << msg;
+}
+
+// Camera 0: labels 0, 1 with 4 images each (indices 0..7, 2 chunks each); camera 1: labels 2, 3 with 2 each
+// (8..11, one chunk each). batch_size 8, K = 2, P_d = 2: len = 2 * (8 - 0 - 4) / 8 = 1. A pass is exactly two
+// rounds (= batches): camera 1 runs out after round 1 and is refilled, camera 0 after round 2, which ends the
+// pass. So each batch's camera-1 half is {8, 9, 10, 11} and epochs 2k and 2k + 1 together hold each camera-0
+// image exactly once.
+TEST(DomainShuffleBatchSampler, PassEndsWhenEveryCameraWasRefilled) {
+  auto ds = synthetic_cams({{0, 0, 4}, {1, 0, 4}, {2, 1, 2}, {3, 1, 2}});
+  auto s = sampler(domain_yaml(8, 2), ds);
+  ASSERT_EQ(s->batches_per_epoch(), 1);
+  for (uint64_t seed = 0; seed < 10; ++seed)
+    for (int64_t k = 0; k < 4; ++k) {
+      const auto a = s->epoch_batches(seed, 2 * k), b = s->epoch_batches(seed, 2 * k + 1);
+      ASSERT_EQ(a.size(), 1u);
+      ASSERT_EQ(b.size(), 1u);
+      std::multiset<int64_t> cam0;
+      for (const auto* batch : {&a[0], &b[0]}) {
+        ASSERT_EQ(batch->size(), 8u);
+        cam0.insert(batch->begin(), batch->begin() + 4);
+        EXPECT_EQ(std::set<int64_t>(batch->begin() + 4, batch->end()), (std::set<int64_t>{8, 9, 10, 11}));
+      }
+      EXPECT_EQ(cam0, (std::multiset<int64_t>{0, 1, 2, 3, 4, 5, 6, 7})) << "seed " << seed << " pass " << k;
+      for (int r = 0; r < 2; ++r)
+        EXPECT_EQ(sampler(domain_yaml(8, 2), ds, r, 2)->epoch_batches(seed, k), r == 0 ? a : b);
+    }
+}
+
+TEST(DomainShuffleBatchSampler, ConfigErrors) {
+  auto ds = synthetic_cams({{0, 0, 4}, {1, 0, 4}, {2, 1, 2}, {3, 1, 2}});
+  auto msg = error_of([&] {
+    sampler("name: DomainShuffleBatchSampler\nbatch_size: 8\nnum_instances: 2\ndrop_last: True\n"
+            "camera_to_domain: False\n",
+            ds);
+  });
+  EXPECT_NE(msg.find("camera_to_domain: False needs per-image domain ids"), std::string::npos) << msg;
+  msg = error_of([&] { sampler(domain_yaml(8, 2), synthetic({4, 4})); });
+  EXPECT_NE(msg.find("needs camera ids"), std::string::npos) << msg;
+  msg = error_of([&] { sampler(domain_yaml(8, 2), synthetic_cams({{0, 0, 4}, {1, 2, 4}})); });
+  EXPECT_NE(msg.find("camera 1 has no image"), std::string::npos) << msg;
+  msg = error_of([&] { sampler(domain_yaml(2, 2), ds); });
+  EXPECT_NE(msg.find("1 ids per batch, fewer than the 2 domains"), std::string::npos) << msg;
+  msg = error_of([&] { sampler(domain_yaml(12, 2), ds); });
+  EXPECT_NE(msg.find("camera 0 has 2 ids, fewer than the 3 drawn from each domain"), std::string::npos) << msg;
+  msg = error_of([&] { sampler(domain_yaml(8, 2), synthetic_cams({{0, 0, 2}, {1, 0, 2}, {2, 1, 2}, {3, 1, 2}})); });
+  EXPECT_NE(msg.find("the epoch is empty: the largest domain has 4 padded images"), std::string::npos) << msg;
 }
 
 TEST(Samplers, InvalidRankAndUnknownName) {

@@ -25,6 +25,20 @@
 //       trainer keeps its iterator and restarts it when a pass runs out). With max_iters: max_iters batches
 //       per rank, a fresh pass at each epoch and whenever fewer than P ids have chunks, ids drawn with
 //       probability proportional to their chunks left. `shuffle` is accepted (PaddleClas ignores it).
+//   NaiveIdentityBatchSampler(batch_size, num_instances, drop_last)
+//       PaddleClas's MetaBIN sampler: an endless stream of passes cut into batches (all full). A pass: each id's
+//       images padded to a multiple of K (fewer than K: K drawn with replacement; else distinct extra copies),
+//       shuffled, cut into chunks of K; rounds of P = batch_size/K ids drawn uniformly from those with chunks
+//       left, until fewer than P have. len = T/batch_size, T = (sum of padded counts) rounded down to a multiple
+//       of batch_size, minus batch_size. Epoch e is the stream's batches [e*len*W, (e+1)*len*W), rank r taking
+//       every W-th from the r-th on.
+//   DomainShuffleBatchSampler(batch_size, num_instances, drop_last, camera_to_domain)
+//       PaddleClas's MetaBIN domain sampler (camera_to_domain: True only): cameras 0..D-1 are the domains,
+//       (label, camera) pairs the ids. A round draws P_d = (batch_size/K)/D ids uniformly in each domain in
+//       turn (their next padded chunk each); a domain left with fewer than P_d ids gets all of them back with
+//       fresh chunks; a pass ends after the round in which the last domain got its first refill. len =
+//       T/batch_size (rounded up without drop_last), T = D*(M - M % b - b), b = batch_size/D, M = the largest
+//       domain's padded image count. Epochs and ranks as NaiveIdentityBatchSampler.
 #pragma once
 #include <featlearn/config/config.h>
 #include <featlearn/data/dataset.h>
