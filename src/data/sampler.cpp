@@ -61,8 +61,9 @@ void common_shard_checks(ShardInfo shard) {
 
 class DistributedBatchSampler : public BatchSampler {
  public:
-  DistributedBatchSampler(const ConfigNode& p, const Dataset& ds, ShardInfo shard, bool named)
-      : n_(static_cast<int64_t>(ds.size())), shard_(shard) {
+  DistributedBatchSampler(const ConfigNode& p, const Dataset& ds, ShardInfo shard, bool named,
+                          std::string name = "DistributedBatchSampler")
+      : n_(static_cast<int64_t>(ds.size())), shard_(shard), name_(std::move(name)) {
     if (named) p.check_keys({"name", "batch_size", "shuffle", "drop_last"});
     else p.check_keys({"batch_size", "shuffle", "drop_last"});
     bs_ = p.require<int64_t>("batch_size");
@@ -101,12 +102,13 @@ class DistributedBatchSampler : public BatchSampler {
     return drop_last_ ? per_rank_samples_ / bs_ : ceil_div(per_rank_samples_, bs_);
   }
   int64_t batch_size() const override { return bs_; }
-  std::string name() const override { return "DistributedBatchSampler"; }
+  std::string name() const override { return name_; }
 
  private:
   int64_t n_, bs_ = 1, per_rank_samples_ = 0;
   bool shuffle_ = false, drop_last_ = false;
   ShardInfo shard_;
+  std::string name_;
 };
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -659,6 +661,11 @@ const SamplerRegistry& sampler_registry() {
     SamplerRegistry r("sampler");
     r.add("DistributedBatchSampler", [](const ConfigNode& p, const Dataset* ds, ShardInfo s) -> SamplerPtr {
       return std::make_unique<DistributedBatchSampler>(p, *ds, s, true);
+    });
+    // paddle.io.BatchSampler: the same batches on one process; sharded as DistributedBatchSampler on several
+    // (docs/paddleclas-differences.md, D6).
+    r.add("BatchSampler", [](const ConfigNode& p, const Dataset* ds, ShardInfo s) -> SamplerPtr {
+      return std::make_unique<DistributedBatchSampler>(p, *ds, s, true, "BatchSampler");
     });
     r.add("PKSampler", [](const ConfigNode& p, const Dataset* ds, ShardInfo s) -> SamplerPtr {
       return std::make_unique<PKSampler>(p, *ds, s);

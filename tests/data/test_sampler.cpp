@@ -281,6 +281,26 @@ TEST(DistributedBatchSampler, ShuffledShardsCoverEveryIndexPlusThePadding) {
   EXPECT_EQ(plain->epoch_batches(0, 0), (Batches{{4, 5, 6, 7}, {16, 17, 18, 19}}));
 }
 
+// paddle.io.BatchSampler (adaface_ir18's Eval set): 0..N-1 (a permutation with shuffle) in batches, the last
+// partial unless drop_last; one process gets what paddle gives, several are sharded as DistributedBatchSampler.
+TEST(BatchSampler, PaddleBatchesOnOneProcessShardedOnSeveral) {
+  auto eleven = synthetic(std::vector<int>(11, 1));
+  const std::string yaml = "name: BatchSampler\nbatch_size: 4\ndrop_last: False\nshuffle: False\n";
+  auto s = sampler(yaml, eleven);
+  EXPECT_EQ(s->name(), "BatchSampler");
+  EXPECT_EQ(s->epoch_batches(0, 0), (Batches{{0, 1, 2, 3}, {4, 5, 6, 7}, {8, 9, 10}}));
+  EXPECT_EQ(sampler("name: BatchSampler\nbatch_size: 4\ndrop_last: True\nshuffle: False\n", eleven)->epoch_batches(0, 0),
+            (Batches{{0, 1, 2, 3}, {4, 5, 6, 7}}));
+  auto shuffled = sampler("name: BatchSampler\nbatch_size: 4\ndrop_last: False\nshuffle: True\n", eleven);
+  std::multiset<int64_t> all;
+  for (const auto& b : shuffled->epoch_batches(3, 1)) all.insert(b.begin(), b.end());
+  EXPECT_EQ(all.size(), 11u);
+  EXPECT_EQ(std::set<int64_t>(all.begin(), all.end()).size(), 11u) << "a permutation of 0..10";
+  EXPECT_NE(shuffled->epoch_batches(3, 1), shuffled->epoch_batches(3, 2));
+  for (int r = 0; r < 2; ++r)
+    EXPECT_EQ(sampler(yaml, eleven, r, 2)->epoch_batches(0, 0), dbs(eleven, 4, false, false, r, 2));
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // PKSampler
 
