@@ -43,6 +43,48 @@ struct Writer {
   }
 };
 
+// LibTorch's archive reader takes a tensor's sizes, strides and offset from the file without checking them
+// against its storage, and every later use of such a tensor reads out of bounds: each tensor of an archive
+// (and of its sub-archives and containers) is checked before anything reads one.
+bool fits_storage(const torch::Tensor& t) {
+  if (!t.defined() || t.numel() == 0 || !t.has_storage()) return true;
+  int64_t last = t.storage_offset(), bytes = 0;
+  if (last < 0) return false;
+  for (int64_t d = 0; d < t.dim(); ++d) {
+    int64_t span = 0;
+    if (t.stride(d) < 0 || __builtin_mul_overflow(t.size(d) - 1, t.stride(d), &span) ||
+        __builtin_add_overflow(last, span, &last))
+      return false;
+  }
+  if (__builtin_mul_overflow(last + 1, static_cast<int64_t>(t.element_size()), &bytes)) return false;
+  return static_cast<size_t>(bytes) <= t.storage().nbytes();
+}
+
+void check_value(const c10::IValue& v, const std::string& file, const std::string& key, int depth) {
+  if (depth > 64) throw Error(file + ": damaged checkpoint: '" + key + "' nests too deeply");
+  if (v.isTensor()) {
+    if (!fits_storage(v.toTensor()))
+      throw Error(file + ": damaged checkpoint: tensor '" + key + "' does not fit its data");
+  } else if (v.isList()) {
+    for (const auto& x : v.toListRef()) check_value(x, file, key, depth + 1);
+  } else if (v.isTuple()) {
+    for (const auto& x : v.toTupleRef().elements()) check_value(x, file, key, depth + 1);
+  } else if (v.isGenericDict()) {
+    for (const auto& kv : v.toGenericDict()) check_value(kv.value(), file, key, depth + 1);
+  }
+}
+
+void check_tensors(torch::serialize::InputArchive& ar, const std::string& file, const std::string& prefix = "",
+                   int depth = 0) {
+  if (depth > 16) throw Error(file + ": damaged checkpoint: archives nest too deeply");
+  for (const auto& key : ar.keys()) {
+    torch::serialize::InputArchive sub;
+    c10::IValue v;
+    if (ar.try_read(key, v) && !v.isObject()) check_value(v, file, prefix + key, 0);
+    else if (ar.try_read(key, sub)) check_tensors(sub, file, prefix + key + ".", depth + 1);
+  }
+}
+
 // Reads records and checks each against the recorded checksum (format version >= 2).
 struct Reader {
   torch::serialize::InputArchive ar;
@@ -146,6 +188,7 @@ LoadedCheckpoint load_checkpoint(const std::string& prefix, torch::nn::Module& m
   }
   LoadedCheckpoint out;
   try {
+    check_tensors(r.ar, path);
     c10::IValue format, version;
     if (!r.ar.try_read("format", format) || !format.isString() || format.toStringRef() != "featlearn.checkpoint")
       throw Error(path + ": not a featlearn checkpoint (no format header)");
@@ -182,6 +225,7 @@ LoadedCheckpoint load_checkpoint(const std::string& prefix, torch::nn::Module& m
       } else if (!r.ar.try_read("optimizer", opt)) {
         throw Error(path + ": has no optimizer state (cannot resume from it)");
       }
+      check_tensors(opt, path, "optimizer.");
       load_optimizer(opt);
       out.has_optimizer = true;
       torch::Tensor rng;
@@ -206,10 +250,15 @@ LoadedCheckpoint load_checkpoint(const std::string& prefix, torch::nn::Module& m
                    "devices not in both runs start fresh, so the resumed run is not bit-identical\n",
                    path, saved, now);
     }
+  } catch (const Error&) {
+    throw;
   } catch (const c10::Error& e) {
     throw Error(path + ": damaged checkpoint: " + e.what_without_backtrace());
   } catch (const nlohmann::json::exception& e) {
     throw Error(path + ": damaged checkpoint metadata: " + e.what());
+  } catch (const std::exception& e) {  // TorchScript's errors for a damaged optimizer archive
+    std::string msg = e.what();
+    throw Error(path + ": damaged checkpoint: " + msg.substr(0, msg.find('\n')));
   }
   return out;
 }
