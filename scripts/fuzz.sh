@@ -13,7 +13,8 @@ if [ "${1:-}" = "--with-tests" ]; then WITH_TESTS=1; shift; fi
 FUZZ_SECONDS=${1:-${FUZZ_SECONDS:-20}}
 SAN_DIR=${SAN_BUILD_DIR:-build-san}
 TARGETS=${FUZZ_TARGETS:-config lists image ckpt pth npy index serve}
-JOBS=${FUZZ_JOBS:-$(nproc)}
+NPROC=$(nproc)  # before OMP_NUM_THREADS=1 below, which GNU nproc honours
+JOBS=${FUZZ_JOBS:-$NPROC}
 # The unit tests run under the sanitizers (the suites with parsers and file formats; see docs/testing.md).
 SAN_TESTS=(test_config test_io test_metric test_data test_index test_serve)
 # Per suite, tests left out (their files are not even built there, CMakeLists.txt): IndexCommands exports
@@ -42,7 +43,7 @@ build() {
   fi
   local targets=(featlearn_fuzz)
   [ "$WITH_TESTS" = 1 ] && targets+=("${SAN_TESTS[@]}")
-  ninja -C "$SAN_DIR" -j"${SAN_BUILD_JOBS:-$(nproc)}" "${targets[@]}"
+  ninja -C "$SAN_DIR" -j"${SAN_BUILD_JOBS:-$NPROC}" "${targets[@]}"
 }
 
 run_tests() {
