@@ -7,6 +7,7 @@
 
 #include <featlearn/config/config.h>
 
+#include "backbone_test_util.h"
 #include <gtest/gtest.h>
 
 #include "../fixture_path.h"
@@ -20,6 +21,9 @@
 namespace fs = std::filesystem;
 using namespace featlearn;
 
+using featlearn::test::error_of;
+using featlearn::test::output_shape;
+
 namespace {
 
 // Builds Arch.Backbone (+ Arch.BackboneStopLayer) from YAML text.
@@ -30,20 +34,6 @@ BackbonePtr build(const std::string& backbone_yaml, const std::string& stop = ""
   auto bb = build_backbone(cfg["Arch"]["Backbone"], cfg["Arch"]["BackboneStopLayer"]);
   bb->eval();
   return bb;
-}
-
-std::vector<int64_t> shape_of(const BackbonePtr& bb, int64_t hw = 64, int64_t n = 1) {
-  torch::NoGradGuard ng;
-  return bb->forward(torch::randn({n, 3, hw, hw})).sizes().vec();
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
 }
 
 std::map<std::string, torch::Tensor> load_map(const std::string& path) {
@@ -65,7 +55,7 @@ TEST(Backbones, EveryBackboneGivesLogits) {
                            "ResNet50_last_stage_stride1", "MobileNetV3_small_x1_0", "MobileNetV3_large_x1_0"}) {
     SCOPED_TRACE(name);
     auto bb = build(std::string("{name: ") + name + ", class_num: 7}");
-    EXPECT_EQ(shape_of(bb, 64, 2), (Shape{2, 7}));
+    EXPECT_EQ(output_shape(bb, 64, 2), (Shape{2, 7}));
   }
 }
 
@@ -101,28 +91,28 @@ TEST(Backbones, VariantsHaveTheirStructure) {
   EXPECT_EQ(vd->named_parameters()["stem.6.weight"].sizes().vec(), (Shape{64, 32, 3, 3}));
   EXPECT_EQ(vd->named_modules()["layer2.0.downsample.0"]->name(), "torch::nn::AvgPool2dImpl");
   EXPECT_EQ(vd->named_parameters()["layer2.0.downsample.1.weight"].sizes().vec(), (Shape{512, 256, 1, 1}));
-  EXPECT_EQ(shape_of(vd), (Shape{1, 2048, 2, 2}));
+  EXPECT_EQ(output_shape(vd), (Shape{1, 2048, 2, 2}));
   auto s1 = build("{name: ResNet50_last_stage_stride1}", "layer4");
-  EXPECT_EQ(shape_of(s1), (Shape{1, 2048, 4, 4}));
-  EXPECT_EQ(shape_of(build("{name: ResNet50}", "layer4")), (Shape{1, 2048, 2, 2}));
+  EXPECT_EQ(output_shape(s1), (Shape{1, 2048, 4, 4}));
+  EXPECT_EQ(output_shape(build("{name: ResNet50}", "layer4")), (Shape{1, 2048, 2, 2}));
 }
 
 TEST(Backbones, StopLayerShapes) {
-  EXPECT_EQ(shape_of(build("{name: ResNet50}", "flatten"), 64, 2), (Shape{2, 2048}));
-  EXPECT_EQ(shape_of(build("{name: ResNet50}", "avg_pool"), 64, 2), (Shape{2, 2048, 1, 1}));
-  EXPECT_EQ(shape_of(build("{name: ResNet50}", "adaptive_avg_pool2d_0"), 64, 2), (Shape{2, 2048, 1, 1}));
-  EXPECT_EQ(shape_of(build("{name: ResNet50}", "fc")), (Shape{1, 1000}));
-  EXPECT_EQ(shape_of(build("{name: ResNet50}", "stem")), (Shape{1, 64, 32, 32}));
-  EXPECT_EQ(shape_of(build("{name: ResNet50}", "max_pool")), (Shape{1, 64, 16, 16}));
-  EXPECT_EQ(shape_of(build("{name: ResNet50}", "blocks[3].conv1")), (Shape{1, 128, 16, 16}));  // layer2.0.conv1
-  EXPECT_EQ(shape_of(build("{name: ResNet18}", "blocks[3].conv1")), (Shape{1, 128, 8, 8}));    // stride-2 3x3
-  EXPECT_EQ(shape_of(build("{name: ResNet18}", "layer1[1].bn2")), (Shape{1, 64, 16, 16}));
-  EXPECT_EQ(shape_of(build("{name: ResNet18}", "layer3")), (Shape{1, 256, 4, 4}));
-  EXPECT_EQ(shape_of(build("{name: ResNet50}", "layer2.0.downsample")), (Shape{1, 512, 8, 8}));
-  EXPECT_EQ(shape_of(build("{name: MobileNetV3_small_x1_0}", "flatten")), (Shape{1, 576}));
-  EXPECT_EQ(shape_of(build("{name: MobileNetV3_large_x1_0}", "avg_pool")), (Shape{1, 960, 1, 1}));
-  EXPECT_EQ(shape_of(build("{name: MobileNetV3_large_x1_0}", "blocks[3]")), (Shape{1, 40, 8, 8}));
-  EXPECT_EQ(shape_of(build("{name: MobileNetV3_large_x1_0}", "features.4.block.2.fc1")), (Shape{1, 24, 1, 1}));  // SE squeeze 72/4 -> 24
+  EXPECT_EQ(output_shape(build("{name: ResNet50}", "flatten"), 64, 2), (Shape{2, 2048}));
+  EXPECT_EQ(output_shape(build("{name: ResNet50}", "avg_pool"), 64, 2), (Shape{2, 2048, 1, 1}));
+  EXPECT_EQ(output_shape(build("{name: ResNet50}", "adaptive_avg_pool2d_0"), 64, 2), (Shape{2, 2048, 1, 1}));
+  EXPECT_EQ(output_shape(build("{name: ResNet50}", "fc")), (Shape{1, 1000}));
+  EXPECT_EQ(output_shape(build("{name: ResNet50}", "stem")), (Shape{1, 64, 32, 32}));
+  EXPECT_EQ(output_shape(build("{name: ResNet50}", "max_pool")), (Shape{1, 64, 16, 16}));
+  EXPECT_EQ(output_shape(build("{name: ResNet50}", "blocks[3].conv1")), (Shape{1, 128, 16, 16}));  // layer2.0.conv1
+  EXPECT_EQ(output_shape(build("{name: ResNet18}", "blocks[3].conv1")), (Shape{1, 128, 8, 8}));    // stride-2 3x3
+  EXPECT_EQ(output_shape(build("{name: ResNet18}", "layer1[1].bn2")), (Shape{1, 64, 16, 16}));
+  EXPECT_EQ(output_shape(build("{name: ResNet18}", "layer3")), (Shape{1, 256, 4, 4}));
+  EXPECT_EQ(output_shape(build("{name: ResNet50}", "layer2.0.downsample")), (Shape{1, 512, 8, 8}));
+  EXPECT_EQ(output_shape(build("{name: MobileNetV3_small_x1_0}", "flatten")), (Shape{1, 576}));
+  EXPECT_EQ(output_shape(build("{name: MobileNetV3_large_x1_0}", "avg_pool")), (Shape{1, 960, 1, 1}));
+  EXPECT_EQ(output_shape(build("{name: MobileNetV3_large_x1_0}", "blocks[3]")), (Shape{1, 40, 8, 8}));
+  EXPECT_EQ(output_shape(build("{name: MobileNetV3_large_x1_0}", "features.4.block.2.fc1")), (Shape{1, 24, 1, 1}));  // SE squeeze 72/4 -> 24
 }
 
 TEST(Backbones, PaddleFullNamesResolve) {
@@ -156,7 +146,7 @@ TEST(Backbones, StopLayerRemovesLaterParameters) {
     EXPECT_FALSE(has_param(bb, gone)) << gone;
   EXPECT_LT(bb->parameters().size(), full->parameters().size());
   EXPECT_EQ(bb->named_modules()["layer3"]->name(), "torch::nn::IdentityImpl");
-  EXPECT_EQ(shape_of(bb), (Shape{1, 128, 8, 8}));
+  EXPECT_EQ(output_shape(bb), (Shape{1, 128, 8, 8}));
 
   auto pooled = build("{name: ResNet18}", "avg_pool");
   EXPECT_FALSE(has_param(pooled, "fc.weight"));

@@ -12,6 +12,7 @@
 #include <featlearn/common/error.h>
 #include <featlearn/config/config.h>
 
+#include "backbone_test_util.h"
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -23,6 +24,9 @@
 
 using namespace featlearn;
 namespace nn = torch::nn;
+
+using featlearn::test::error_of;
+using featlearn::test::output_shape;
 
 namespace {
 
@@ -43,19 +47,6 @@ BackbonePtr mb_build(const std::string& backbone_yaml, const std::string& stop =
 torch::Tensor mb_run(const BackbonePtr& bb, const torch::Tensor& x) {
   torch::NoGradGuard ng;
   return bb->forward(x);
-}
-
-Shape mb_shape(const BackbonePtr& bb, int64_t hw, int64_t n = 1) {
-  return mb_run(bb, torch::randn({n, 3, hw, hw})).sizes().vec();
-}
-
-std::string mb_error(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
 }
 
 int64_t mb_count(const BackbonePtr& bb, bool trainable_only = false) {
@@ -186,7 +177,7 @@ TEST(MobileNetV1, StageShapesAt224) {
                                                              {"blocks[4]", {1, 64, 28, 28}},
                                                              {"blocks[10]", {1, 128, 14, 14}},
                                                              {"blocks[12]", {1, 256, 7, 7}}};
-  for (const auto& [stop, shape] : stages) EXPECT_EQ(mb_shape(mb_build("{name: MobileNetV1_x0_25}", stop), 224), shape) << stop;
+  for (const auto& [stop, shape] : stages) EXPECT_EQ(output_shape(mb_build("{name: MobileNetV1_x0_25}", stop), 224), shape) << stop;
 }
 
 TEST(MobileNetV1, PaddleClasParameterNamesAndInit) {
@@ -238,10 +229,10 @@ TEST(MobileNetV1, ConvBNLayerSemantics) {
 
 TEST(MobileNetV1, BackboneStopLayer) {
   auto flat = mb_build("{name: MobileNetV1}", "flatten");
-  EXPECT_EQ(mb_shape(flat, 224), (Shape{1, 1024}));
+  EXPECT_EQ(output_shape(flat, 224), (Shape{1, 1024}));
   EXPECT_FALSE(flat->named_parameters(true).contains("fc.weight"));
   EXPECT_TRUE(flat->named_parameters(true).contains("blocks.12.pointwise_conv.conv.weight"));
-  EXPECT_EQ(mb_shape(mb_build("{name: MobileNetV1_x0_5}", "blocks[5].depthwise_conv"), 64), (Shape{1, 128, 4, 4}));
+  EXPECT_EQ(output_shape(mb_build("{name: MobileNetV1_x0_5}", "blocks[5].depthwise_conv"), 64), (Shape{1, 128, 4, 4}));
   // Paddle full names, counted per Paddle class in PaddleClas's sublayer order.
   auto bb = mb_build("{name: MobileNetV1_x0_25}");
   EXPECT_EQ(resolve_stop_layer(*bb, "conv_bn_layer_0"), "conv");
@@ -255,26 +246,26 @@ TEST(MobileNetV1, BackboneStopLayer) {
   EXPECT_EQ(resolve_stop_layer(*bb, "flatten_0"), "flatten");
   EXPECT_EQ(resolve_stop_layer(*bb, "linear_0"), "fc");
   EXPECT_EQ(resolve_stop_layer(*bb, "blocks[10]"), "blocks.10");
-  const std::string msg = mb_error([] { mb_build("{name: MobileNetV1_x0_25}", "flaten"); });
+  const std::string msg = error_of([] { mb_build("{name: MobileNetV1_x0_25}", "flaten"); });
   EXPECT_NE(msg.find("did you mean flatten"), std::string::npos) << msg;
 }
 
 TEST(MobileNetV1, ConfigErrors) {
-  std::string msg = mb_error([] { mb_build("{name: MobileNetV1, pretrained: True}"); });
+  std::string msg = error_of([] { mb_build("{name: MobileNetV1, pretrained: True}"); });
   EXPECT_NE(msg.find("Arch.Backbone.pretrained"), std::string::npos) << msg;
   EXPECT_NE(msg.find("MobileNetV1_pretrained.pdparams"), std::string::npos) << msg;
-  msg = mb_error([] { mb_build("{name: MobileNetV1_x0_5, pretrained: True, use_ssld: True}"); });
+  msg = error_of([] { mb_build("{name: MobileNetV1_x0_5, pretrained: True, use_ssld: True}"); });
   EXPECT_NE(msg.find("MobileNetV1_x0_5_ssld_pretrained.pdparams"), std::string::npos) << msg;
-  msg = mb_error([] { mb_build("{name: MobileNetV1, scale: 0.5}"); });  // fixed by the factory in PaddleClas
+  msg = error_of([] { mb_build("{name: MobileNetV1, scale: 0.5}"); });  // fixed by the factory in PaddleClas
   EXPECT_NE(msg.find("unknown key"), std::string::npos) << msg;
   EXPECT_NE(msg.find("scale"), std::string::npos) << msg;
-  msg = mb_error([] { mb_build("{name: MobileNetV1, clas_num: 3}"); });
+  msg = error_of([] { mb_build("{name: MobileNetV1, clas_num: 3}"); });
   EXPECT_NE(msg.find("did you mean class_num"), std::string::npos) << msg;
-  msg = mb_error([] { mb_build("{name: MobileNetV1, class_num: 0}"); });
+  msg = error_of([] { mb_build("{name: MobileNetV1, class_num: 0}"); });
   EXPECT_NE(msg.find("must be positive"), std::string::npos) << msg;
-  msg = mb_error([] { mb_build("{name: MobileNetV1, return_stages: [1]}"); });
+  msg = error_of([] { mb_build("{name: MobileNetV1, return_stages: [1]}"); });
   EXPECT_NE(msg.find("BackboneStopLayer"), std::string::npos) << msg;
-  msg = mb_error([] { mb_build("{name: MobileNetV1_x1_0}"); });
+  msg = error_of([] { mb_build("{name: MobileNetV1_x1_0}"); });
   EXPECT_NE(msg.find("unknown Arch.Backbone 'MobileNetV1_x1_0'"), std::string::npos) << msg;
   EXPECT_NE(msg.find("MobileNetV1_x0_75"), std::string::npos) << msg;
 }
@@ -331,12 +322,12 @@ TEST(VGG, VGG11CountsNamesAndInputSize) {
   EXPECT_EQ(mb_param_shape(bb, "conv_block_3.conv2.weight"), (Shape{256, 256, 3, 3}));
   EXPECT_EQ(mb_param_shape(bb, "conv_block_3.conv3.weight"), (Shape{-1}));
   // The full model needs 224x224 (fc1 reads 7x7x512).
-  std::string msg = mb_error([&] { mb_run(bb, torch::randn({1, 3, 64, 64})); });
+  std::string msg = error_of([&] { mb_run(bb, torch::randn({1, 3, 64, 64})); });
   EXPECT_NE(msg.find("224x224"), std::string::npos) << msg;
   EXPECT_NE(msg.find("VGG11"), std::string::npos) << msg;
   // The shared relu / drop and the blocks' relus are not stop layers; Paddle full names resolve.
   for (const char* name : {"relu", "drop", "conv_block_1.relu", "dropout_0", "re_lu_5"}) {
-    msg = mb_error([&] { resolve_stop_layer(*bb, name); });
+    msg = error_of([&] { resolve_stop_layer(*bb, name); });
     EXPECT_NE(msg.find("called several times"), std::string::npos) << name << ": " << msg;
   }
   EXPECT_EQ(resolve_stop_layer(*bb, "conv_block_0"), "conv_block_1");
@@ -417,7 +408,7 @@ TEST(VGG, BlocksAndStopLayers) {
   EXPECT_GT(mb_max_diff(pooled, with_relu), 1e-3);
   // Block outputs (relus and max pool applied) at small inputs; the truncated model has no fc layers.
   auto block5 = mb_build("{name: VGG11}", "conv_block_5");
-  EXPECT_EQ(mb_shape(block5, 64), (Shape{1, 512, 2, 2}));
+  EXPECT_EQ(output_shape(block5, 64), (Shape{1, 512, 2, 2}));
   EXPECT_FALSE(block5->named_parameters(true).contains("fc1.weight"));
   EXPECT_GE(mb_run(block5, torch::randn({1, 3, 64, 64})).min().item<double>(), 0.0);
 }
@@ -429,13 +420,13 @@ TEST(VGG, StopGradLayersAndConfigErrors) {
   EXPECT_FALSE(params["conv_block_2.conv1.weight"].requires_grad());
   EXPECT_TRUE(params["conv_block_3.conv1.weight"].requires_grad());
   EXPECT_EQ(mb_count(bb, true), 132860584 - 3 * 64 * 9 - 64 * 128 * 9);
-  std::string msg = mb_error([] { mb_build("{name: VGG19Sigmoid, pretrained: True}"); });
+  std::string msg = error_of([] { mb_build("{name: VGG19Sigmoid, pretrained: True}"); });
   EXPECT_NE(msg.find("VGG19_pretrained.pdparams"), std::string::npos) << msg;
-  msg = mb_error([] { mb_build("{name: VGG19, stop_grad_layers: -1}"); });
+  msg = error_of([] { mb_build("{name: VGG19, stop_grad_layers: -1}"); });
   EXPECT_NE(msg.find("stop_grad_layers"), std::string::npos) << msg;
-  msg = mb_error([] { mb_build("{name: VGG19Sigmoid, class_nums: 48}"); });
+  msg = error_of([] { mb_build("{name: VGG19Sigmoid, class_nums: 48}"); });
   EXPECT_NE(msg.find("did you mean class_num"), std::string::npos) << msg;
-  msg = mb_error([] { mb_build("{name: VGG19Sigmoid, return_patterns: [fc2]}"); });
+  msg = error_of([] { mb_build("{name: VGG19Sigmoid, return_patterns: [fc2]}"); });
   EXPECT_NE(msg.find("BackboneStopLayer"), std::string::npos) << msg;
 }
 
@@ -459,7 +450,7 @@ TEST(ResNetAdaptiveMaxPool, GlobalMaxPoolInsteadOfAverage) {
   EXPECT_EQ(l4.sizes().vec(), (Shape{2, 2048, 2, 2}));
   EXPECT_TRUE(torch::equal(p, l4.amax({2, 3}, true)));
   EXPECT_GT(mb_max_diff(p, l4.mean({2, 3}, true)), 1e-3);
-  EXPECT_EQ(mb_shape(mb_build("{name: ResNet50_adaptive_max_pool2d, class_num: 7}"), 64), (Shape{1, 7}));
+  EXPECT_EQ(output_shape(mb_build("{name: ResNet50_adaptive_max_pool2d, class_num: 7}"), 64), (Shape{1, 7}));
 }
 
 // ---- AdaFace IR -----------------------------------------------------------------------------------------------
@@ -525,7 +516,7 @@ TEST(AdaFaceIR, ShapesNamesAndStages) {
                                                              {"body[5]", {1, 256, 14, 14}},
                                                              {"body[7]", {1, 512, 7, 7}}};
   for (const auto& [stop, shape] : stages)
-    EXPECT_EQ(mb_shape(mb_build("{name: AdaFace_IR_18}", stop), 112), shape) << stop;
+    EXPECT_EQ(output_shape(mb_build("{name: AdaFace_IR_18}", stop), 112), shape) << stop;
   EXPECT_EQ(resolve_stop_layer(*bb, "basic_block_ir_7"), "body.7");
   EXPECT_EQ(resolve_stop_layer(*bb, "p_re_lu_0"), "input_layer.2");
   EXPECT_EQ(resolve_stop_layer(*bb, "linear_0"), "output_layer.3");
@@ -543,7 +534,7 @@ TEST(AdaFaceIR, ShapesNamesAndStages) {
   EXPECT_EQ(mb_param_shape(bott, "body.0.res_layer.4.weight"), (Shape{64, 64, 3, 3}));
   EXPECT_EQ(mb_param_shape(bott, "body.0.res_layer.7.weight"), (Shape{256, 64, 1, 1}));
   EXPECT_EQ(mb_param_shape(bott, "body.0.res_layer.se_block.fc1.weight"), (Shape{16, 256, 1, 1}));
-  EXPECT_EQ(mb_shape(bott, 32), (Shape{1, 256, 16, 16}));
+  EXPECT_EQ(output_shape(bott, 32), (Shape{1, 256, 16, 16}));
 }
 
 TEST(AdaFaceIR, UnitSemantics) {
@@ -615,21 +606,21 @@ TEST(AdaFaceIR, OutputLayerAndTraining) {
 }
 
 TEST(AdaFaceIR, ConfigErrors) {
-  std::string msg = mb_error([] { mb_build("{name: AdaFace_IR_18, input_size: [96, 96]}"); });
+  std::string msg = error_of([] { mb_build("{name: AdaFace_IR_18, input_size: [96, 96]}"); });
   EXPECT_NE(msg.find("Arch.Backbone.input_size"), std::string::npos) << msg;
   EXPECT_NE(msg.find("[112, 112] or [224, 224]"), std::string::npos) << msg;
-  msg = mb_error([] { mb_build("{name: AdaFace_IR_18, input_size: [112, 224]}"); });
+  msg = error_of([] { mb_build("{name: AdaFace_IR_18, input_size: [112, 224]}"); });
   EXPECT_NE(msg.find("[112, 112] or [224, 224]"), std::string::npos) << msg;
-  msg = mb_error([] { mb_build("{name: AdaFace_IR_18, input_size: 112}"); });
+  msg = error_of([] { mb_build("{name: AdaFace_IR_18, input_size: 112}"); });
   EXPECT_NE(msg.find("[112, 112] or [224, 224]"), std::string::npos) << msg;
-  msg = mb_error([] { mb_build("{name: AdaFace_IR_18, pretrained: False}"); });  // PaddleClas's factory takes none
+  msg = error_of([] { mb_build("{name: AdaFace_IR_18, pretrained: False}"); });  // PaddleClas's factory takes none
   EXPECT_NE(msg.find("unknown key"), std::string::npos) << msg;
-  msg = mb_error([] { mb_build("{name: AdaFace_IR_18, input_sise: [112, 112]}"); });
+  msg = error_of([] { mb_build("{name: AdaFace_IR_18, input_sise: [112, 112]}"); });
   EXPECT_NE(msg.find("did you mean input_size"), std::string::npos) << msg;
-  msg = mb_error([] { mb_build("{name: AdaFace_IR_200}"); });  // not among PaddleClas's exported names
+  msg = error_of([] { mb_build("{name: AdaFace_IR_200}"); });  // not among PaddleClas's exported names
   EXPECT_NE(msg.find("unknown Arch.Backbone 'AdaFace_IR_200'"), std::string::npos) << msg;
   auto bb = mb_build("{name: AdaFace_IR_18}");
-  msg = mb_error([&] { mb_run(bb, torch::randn({1, 3, 64, 64})); });
+  msg = error_of([&] { mb_run(bb, torch::randn({1, 3, 64, 64})); });
   EXPECT_NE(msg.find("input_size"), std::string::npos) << msg;
   EXPECT_NE(msg.find("output_layer.3"), std::string::npos) << msg;
 }

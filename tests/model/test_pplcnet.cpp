@@ -8,6 +8,7 @@
 #include <featlearn/common/error.h>
 #include <featlearn/config/config.h>
 
+#include "backbone_test_util.h"
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -23,6 +24,8 @@ namespace nn = torch::nn;
 namespace {
 
 using LcShape = std::vector<int64_t>;
+using featlearn::test::error_of;
+using featlearn::test::output_shape;
 
 // Builds Arch.Backbone (+ Arch.BackboneStopLayer) from YAML text, in eval mode.
 BackbonePtr lc_build(const std::string& backbone_yaml, const std::string& stop = "") {
@@ -32,20 +35,6 @@ BackbonePtr lc_build(const std::string& backbone_yaml, const std::string& stop =
   auto bb = build_backbone(cfg["Arch"]["Backbone"], cfg["Arch"]["BackboneStopLayer"]);
   bb->eval();
   return bb;
-}
-
-LcShape lc_shape(const BackbonePtr& bb, int64_t hw, int64_t n = 1) {
-  torch::NoGradGuard ng;
-  return bb->forward(torch::randn({n, 3, hw, hw})).sizes().vec();
-}
-
-std::string lc_error(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
 }
 
 int64_t lc_count(const BackbonePtr& bb, bool skip_rep_branches = false) {
@@ -168,7 +157,7 @@ TEST(PPLCNet, PaddleClasParameterNames) {
   EXPECT_EQ(lc_param_shape(plain, "fc.weight"), (LcShape{10, 512}));
   EXPECT_FALSE(plain->named_modules().contains("last_conv"));
   EXPECT_FALSE(plain->named_modules().contains("dropout"));
-  EXPECT_EQ(lc_shape(plain, 64, 2), (LcShape{2, 10}));
+  EXPECT_EQ(output_shape(plain, 64, 2), (LcShape{2, 10}));
 }
 
 TEST(PPLCNet, KeysChangeTheStructure) {
@@ -250,14 +239,14 @@ TEST(PPLCNet, PaddleDropoutDownscalesInInfer) {
 TEST(PPLCNet, BackboneStopLayer) {
   // The PP-ShiTu / Vehicle configs' stop layer: flatten (fc leaves the model).
   auto flat = lc_build("{name: PPLCNet_x2_5}", "flatten");
-  EXPECT_EQ(lc_shape(flat, 224), (LcShape{1, 1280}));
+  EXPECT_EQ(output_shape(flat, 224), (LcShape{1, 1280}));
   EXPECT_FALSE(flat->named_parameters(true).contains("fc.weight"));
   EXPECT_TRUE(flat->named_parameters(true).contains("last_conv.weight"));
-  EXPECT_EQ(lc_shape(lc_build("{name: PPLCNet_x2_5}", "blocks5"), 224), (LcShape{1, 640, 14, 14}));
-  EXPECT_EQ(lc_shape(lc_build("{name: PPLCNet_x1_0}", "blocks6[0].se"), 64), (LcShape{1, 256, 2, 2}));
-  EXPECT_EQ(lc_shape(lc_build("{name: PPLCNet_x1_0}", "blocks6.0.se.conv1"), 64), (LcShape{1, 64, 1, 1}));
-  EXPECT_EQ(lc_shape(lc_build("{name: PPLCNet_x1_0}", "blocks4[1].dw_conv.bn"), 64), (LcShape{1, 128, 8, 8}));
-  EXPECT_EQ(lc_shape(lc_build("{name: PPLCNet_x1_0}", "avg_pool"), 64), (LcShape{1, 512, 1, 1}));
+  EXPECT_EQ(output_shape(lc_build("{name: PPLCNet_x2_5}", "blocks5"), 224), (LcShape{1, 640, 14, 14}));
+  EXPECT_EQ(output_shape(lc_build("{name: PPLCNet_x1_0}", "blocks6[0].se"), 64), (LcShape{1, 256, 2, 2}));
+  EXPECT_EQ(output_shape(lc_build("{name: PPLCNet_x1_0}", "blocks6.0.se.conv1"), 64), (LcShape{1, 64, 1, 1}));
+  EXPECT_EQ(output_shape(lc_build("{name: PPLCNet_x1_0}", "blocks4[1].dw_conv.bn"), 64), (LcShape{1, 128, 8, 8}));
+  EXPECT_EQ(output_shape(lc_build("{name: PPLCNet_x1_0}", "avg_pool"), 64), (LcShape{1, 512, 1, 1}));
   // A stop inside the SE returns the gate, not x * gate.
   auto gate = lc_build("{name: PPLCNet_x1_0}", "blocks6.0.se.hardsigmoid");
   const auto g = [&] {
@@ -279,7 +268,7 @@ TEST(PPLCNet, BackboneStopLayer) {
   EXPECT_EQ(resolve_stop_layer(*bb, "flatten_0"), "flatten");
   EXPECT_EQ(resolve_stop_layer(*bb, "linear_0"), "fc");
   EXPECT_EQ(resolve_stop_layer(*bb, "blocks5[2].dw_conv"), "blocks5.2.dw_conv");
-  const std::string msg = lc_error([] { lc_build("{name: PPLCNet_x1_0}", "flaten"); });
+  const std::string msg = error_of([] { lc_build("{name: PPLCNet_x1_0}", "flaten"); });
   EXPECT_NE(msg.find("did you mean flatten"), std::string::npos) << msg;
 }
 
@@ -344,7 +333,7 @@ TEST(PPLCNetV2, StageShapesAt224) {
     EXPECT_EQ(shapes.at("fc"), (LcShape{1, 1000}));
     for (int st = 0; st < 4; ++st) {
       const int64_t hw = 224 >> (st + 2);
-      EXPECT_EQ(lc_shape(lc_build(std::string("{name: ") + v.name + "}", "stages[" + std::to_string(st) + "]"), 224),
+      EXPECT_EQ(output_shape(lc_build(std::string("{name: ") + v.name + "}", "stages[" + std::to_string(st) + "]"), 224),
                 (LcShape{1, c[st + 1], hw, hw}))
           << "stage " << st;
     }
@@ -399,8 +388,8 @@ TEST(PPLCNetV2, ShiTuVariant) {
   EXPECT_EQ(bb->named_modules()["act"]->name(), "torch::nn::IdentityImpl");  // ReLU removed
   // stages[3] at stride 1, so its first block also has the 1x1 branch.
   EXPECT_EQ(lc_param_shape(bb, "stages.3.0.dw_conv_list.2.conv.weight"), (LcShape{512, 1, 1, 1}));
-  EXPECT_EQ(lc_shape(bb, 224), (LcShape{1, 512}));
-  EXPECT_EQ(lc_shape(lc_build("{name: PPLCNetV2_base_ShiTu}", "stages"), 224), (LcShape{1, 1024, 14, 14}));
+  EXPECT_EQ(output_shape(bb, 224), (LcShape{1, 512}));
+  EXPECT_EQ(output_shape(lc_build("{name: PPLCNetV2_base_ShiTu}", "stages"), 224), (LcShape{1, 1024, 14, 14}));
   // Features can be negative (no ReLU) and are the last_conv output times 0.8 (eval dropout).
   torch::manual_seed(2);
   auto feat = lc_build("{name: PPLCNetV2_base_ShiTu, class_expand: 512}", "flatten");
@@ -472,10 +461,10 @@ TEST(PPLCNetV2, BackboneStopLayer) {
   EXPECT_FALSE(bb->named_parameters(true).contains("stages.2.1.se.conv1.weight"));
   // One branch of the list.
   auto br = lc_build("{name: PPLCNetV2_base}", "stages.2.1.dw_conv_list.2");
-  EXPECT_EQ(lc_shape(br, 64), (LcShape{1, 512, 4, 4}));
+  EXPECT_EQ(output_shape(br, 64), (LcShape{1, 512, 4, 4}));
   EXPECT_FALSE(br->named_parameters(true).contains("stages.2.1.dw_conv.weight"));
-  EXPECT_EQ(lc_shape(lc_build("{name: PPLCNetV2_base}", "stages[3][1]"), 64), (LcShape{1, 1024, 2, 2}));
-  EXPECT_EQ(lc_shape(lc_build("{name: PPLCNetV2_base}", "stem[1].act"), 64), (LcShape{1, 32, 32, 32}));
+  EXPECT_EQ(output_shape(lc_build("{name: PPLCNetV2_base}", "stages[3][1]"), 64), (LcShape{1, 1024, 2, 2}));
+  EXPECT_EQ(output_shape(lc_build("{name: PPLCNetV2_base}", "stem[1].act"), 64), (LcShape{1, 32, 32, 32}));
   auto full = lc_build("{name: PPLCNetV2_base}");
   EXPECT_EQ(resolve_stop_layer(*full, "rep_depthwise_separable_0"), "stem.1");
   EXPECT_EQ(resolve_stop_layer(*full, "sequential_0"), "stem");
@@ -507,32 +496,32 @@ TEST(PPLCNet, ConfigBackbonesAtTheirImageShape) {
 }
 
 TEST(PPLCNet, ConfigErrors) {
-  std::string msg = lc_error([] { lc_build("{name: PPLCNet_x2_5, pretrained: True, use_ssld: True}"); });
+  std::string msg = error_of([] { lc_build("{name: PPLCNet_x2_5, pretrained: True, use_ssld: True}"); });
   EXPECT_NE(msg.find("Arch.Backbone.pretrained"), std::string::npos) << msg;
   EXPECT_NE(msg.find("PPLCNet_x2_5_ssld_pretrained.pdparams"), std::string::npos) << msg;
   EXPECT_NE(msg.find("pretrained: False"), std::string::npos) << msg;
-  msg = lc_error([] { lc_build("{name: PPLCNetV2_base_ShiTu, pretrained: True}"); });
+  msg = error_of([] { lc_build("{name: PPLCNetV2_base_ShiTu, pretrained: True}"); });
   EXPECT_NE(msg.find("PPLCNetV2_base_pretrained.pdparams"), std::string::npos) << msg;
-  msg = lc_error([] { lc_build("{name: PPLCNet_x1_0, pretrained: /nonexistent/lcnet.pth}"); });
+  msg = error_of([] { lc_build("{name: PPLCNet_x1_0, pretrained: /nonexistent/lcnet.pth}"); });
   EXPECT_NE(msg.find("/nonexistent/lcnet.pth"), std::string::npos) << msg;
-  msg = lc_error([] { lc_build("{name: PPLCNet_x1_0, clas_num: 3}"); });
+  msg = error_of([] { lc_build("{name: PPLCNet_x1_0, clas_num: 3}"); });
   EXPECT_NE(msg.find("did you mean class_num"), std::string::npos) << msg;
-  msg = lc_error([] { lc_build("{name: PPLCNet_x1_0, scale: 0.5}"); });  // only PPLCNetBaseNet has it
+  msg = error_of([] { lc_build("{name: PPLCNet_x1_0, scale: 0.5}"); });  // only PPLCNetBaseNet has it
   EXPECT_NE(msg.find("scale"), std::string::npos) << msg;
   EXPECT_NE(msg.find("unknown key"), std::string::npos) << msg;
-  msg = lc_error([] { lc_build("{name: PPLCNet_x0_3}"); });
+  msg = error_of([] { lc_build("{name: PPLCNet_x0_3}"); });
   EXPECT_NE(msg.find("PPLCNet_x0_35"), std::string::npos) << msg;
-  msg = lc_error([] { lc_build("{name: PPLCNetV2_base, dropout_prob: 0.1}"); });
+  msg = error_of([] { lc_build("{name: PPLCNetV2_base, dropout_prob: 0.1}"); });
   EXPECT_NE(msg.find("fixes dropout_prob at 0.2"), std::string::npos) << msg;
-  msg = lc_error([] { lc_build("{name: PPLCNet_x1_0, return_patterns: [blocks2]}"); });
+  msg = error_of([] { lc_build("{name: PPLCNet_x1_0, return_patterns: [blocks2]}"); });
   EXPECT_NE(msg.find("BackboneStopLayer"), std::string::npos) << msg;
-  msg = lc_error([] { lc_build("{name: PPLCNet_x1_0, lr_mult_list: [1, 1, 1, 1, 1, 0.5]}"); });
+  msg = error_of([] { lc_build("{name: PPLCNet_x1_0, lr_mult_list: [1, 1, 1, 1, 1, 0.5]}"); });
   EXPECT_NE(msg.find("not supported"), std::string::npos) << msg;
-  EXPECT_EQ(lc_error([] { lc_build("{name: PPLCNet_x0_25, lr_mult_list: [1, 1, 1, 1, 1, 1]}"); }), "(no error)");
-  msg = lc_error([] { lc_build("{name: PPLCNet_x1_0, stride_list: [2, 2, 2]}"); });
+  EXPECT_EQ(error_of([] { lc_build("{name: PPLCNet_x0_25, lr_mult_list: [1, 1, 1, 1, 1, 1]}"); }), "(no error)");
+  msg = error_of([] { lc_build("{name: PPLCNet_x1_0, stride_list: [2, 2, 2]}"); });
   EXPECT_NE(msg.find("needs 5 strides"), std::string::npos) << msg;
-  msg = lc_error([] { lc_build("{name: PPLCNet_x1_0, act: gelu}"); });
+  msg = error_of([] { lc_build("{name: PPLCNet_x1_0, act: gelu}"); });
   EXPECT_NE(msg.find("hardswish, relu, relu6"), std::string::npos) << msg;
-  msg = lc_error([] { lc_build("{name: PPLCNet_x1_0, dropout_prob: 1.5}"); });
+  msg = error_of([] { lc_build("{name: PPLCNet_x1_0, dropout_prob: 1.5}"); });
   EXPECT_NE(msg.find("[0, 1]"), std::string::npos) << msg;
 }
