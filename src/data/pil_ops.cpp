@@ -272,40 +272,101 @@ cv::Mat pil_resize(const cv::Mat& src, cv::Size size, PilFilter filter) {
   return img;
 }
 
-cv::Mat pil_affine_bilinear(const cv::Mat& src, const std::array<double, 6>& data) {
-  require_u8c3(src, "pil_affine_bilinear");
+namespace {
+
+// Pillow's cubic for the geometric transforms (a = -1), in the order of its expression.
+inline double cubic(double v1, double v2, double v3, double v4, double d) {
+  const double p1 = v2;
+  const double p2 = -v1 + v3;
+  const double p3 = 2 * (v1 - v2) + v3 - v4;
+  const double p4 = -v1 + v2 - v3 + v4;
+  return p1 + d * (p2 + d * (p3 + d * p4));
+}
+
+inline int clip_index(int v, int n) { return v < 0 ? 0 : (v < n ? v : n - 1); }
+inline int floor_int(double v) { return v < 0.0 ? static_cast<int>(std::floor(v)) : static_cast<int>(v); }
+
+// Samples pixel `out` at (xin, yin) of the input (already checked to lie inside it).
+void sample_bilinear(const cv::Mat& src, double xin, double yin, uchar* out) {
+  const int W = src.cols, H = src.rows;
+  xin -= 0.5;
+  yin -= 0.5;
+  const int xi = floor_int(xin), yi = floor_int(yin);
+  const double dx = xin - xi, dy = yin - yi;
+  const int x0 = 3 * clip_index(xi, W), x1 = 3 * clip_index(xi + 1, W);
+  const uchar* r0 = src.ptr<uchar>(clip_index(yi, H));
+  const uchar* r1 = (yi + 1 >= 0 && yi + 1 < H) ? src.ptr<uchar>(yi + 1) : nullptr;
+  for (int b = 0; b < 3; ++b) {
+    const double v1 = r0[x0 + b] + (static_cast<double>(r0[x1 + b]) - r0[x0 + b]) * dx;
+    const double v2 = r1 ? r1[x0 + b] + (static_cast<double>(r1[x1 + b]) - r1[x0 + b]) * dx : v1;
+    out[b] = static_cast<uchar>(v1 + (v2 - v1) * dy);  // truncated, as Pillow does
+  }
+}
+
+void sample_bicubic(const cv::Mat& src, double xin, double yin, uchar* out) {
+  const int W = src.cols, H = src.rows;
+  xin -= 0.5;
+  yin -= 0.5;
+  int x = floor_int(xin), y = floor_int(yin);
+  const double dx = xin - x, dy = yin - y;
+  --x;
+  --y;
+  int xs[4];
+  for (int k = 0; k < 4; ++k) xs[k] = 3 * clip_index(x + k, W);
+  // Row y is clipped into the image; rows below that fall outside repeat the row above them.
+  const uchar* rows[4];
+  rows[0] = src.ptr<uchar>(clip_index(y, H));
+  for (int k = 1; k < 4; ++k) rows[k] = (y + k >= 0 && y + k < H) ? src.ptr<uchar>(y + k) : nullptr;
+  for (int b = 0; b < 3; ++b) {
+    double v[4];
+    for (int k = 0; k < 4; ++k) {
+      if (!rows[k]) {
+        v[k] = v[k - 1];
+        continue;
+      }
+      const uchar* r = rows[k];
+      v[k] = cubic(r[xs[0] + b], r[xs[1] + b], r[xs[2] + b], r[xs[3] + b], dx);
+    }
+    const double r = cubic(v[0], v[1], v[2], v[3], dy);
+    out[b] = r <= 0.0 ? 0 : (r >= 255.0 ? 255 : static_cast<uchar>(r));
+  }
+}
+
+}  // namespace
+
+cv::Mat pil_affine(const cv::Mat& src, const std::array<double, 6>& data, PilFilter filter, const cv::Scalar& fill) {
+  require_u8c3(src, "pil_affine");
+  if (filter != PilFilter::kBilinear && filter != PilFilter::kBicubic)
+    throw Error(fmt::format("pil_affine: filter {} is not supported (bilinear or bicubic)", pil_filter_name(filter)));
+  const bool cubic_filter = filter == PilFilter::kBicubic;
   const int W = src.cols, H = src.rows;
   const auto [a0, a1, a2, a3, a4, a5] = data;
-  auto clip = [](int v, int n) { return v < 0 ? 0 : (v < n ? v : n - 1); };
-  auto floor_int = [](double v) { return v < 0.0 ? static_cast<int>(std::floor(v)) : static_cast<int>(v); };
-  cv::Mat dst(src.size(), CV_8UC3, cv::Scalar::all(0));
+  cv::Mat dst(src.size(), CV_8UC3, cv::Scalar(clamp_u8(static_cast<int64_t>(fill[0])),
+                                              clamp_u8(static_cast<int64_t>(fill[1])),
+                                              clamp_u8(static_cast<int64_t>(fill[2]))));
   for (int y = 0; y < H; ++y) {
     auto* out = dst.ptr<uchar>(y);
     const double yc = y + 0.5;
     for (int x = 0; x < W; ++x, out += 3) {
       const double xc = x + 0.5;
-      double xin = a0 * xc + a1 * yc + a2;
-      double yin = a3 * xc + a4 * yc + a5;
-      if (xin < 0.0 || xin >= W || yin < 0.0 || yin >= H) continue;
-      xin -= 0.5;
-      yin -= 0.5;
-      const int xi = floor_int(xin), yi = floor_int(yin);
-      const double dx = xin - xi, dy = yin - yi;
-      const int x0 = 3 * clip(xi, W), x1 = 3 * clip(xi + 1, W);
-      const uchar* r0 = src.ptr<uchar>(clip(yi, H));
-      const uchar* r1 = (yi + 1 >= 0 && yi + 1 < H) ? src.ptr<uchar>(yi + 1) : nullptr;
-      for (int b = 0; b < 3; ++b) {
-        const double v1 = r0[x0 + b] + (static_cast<double>(r0[x1 + b]) - r0[x0 + b]) * dx;
-        const double v2 = r1 ? r1[x0 + b] + (static_cast<double>(r1[x1 + b]) - r1[x0 + b]) * dx : v1;
-        out[b] = static_cast<uchar>(v1 + (v2 - v1) * dy);  // truncated, as Pillow does
-      }
+      const double xin = a0 * xc + a1 * yc + a2;
+      const double yin = a3 * xc + a4 * yc + a5;
+      if (xin < 0.0 || xin >= W || yin < 0.0 || yin >= H) continue;  // keeps the fill
+      if (cubic_filter)
+        sample_bicubic(src, xin, yin, out);
+      else
+        sample_bilinear(src, xin, yin, out);
     }
   }
   return dst;
 }
 
-cv::Mat pil_rotate_bilinear(const cv::Mat& src, double degrees) {
-  require_u8c3(src, "pil_rotate_bilinear");
+cv::Mat pil_affine_bilinear(const cv::Mat& src, const std::array<double, 6>& data) {
+  return pil_affine(src, data, PilFilter::kBilinear);
+}
+
+cv::Mat pil_rotate(const cv::Mat& src, double degrees, PilFilter filter, const cv::Scalar& fill) {
+  require_u8c3(src, "pil_rotate");
   const double angle = py_mod(degrees, 360.0);
   cv::Mat out;
   if (angle == 0) return src.clone();
@@ -326,7 +387,11 @@ cv::Mat pil_rotate_bilinear(const cv::Mat& src, double degrees) {
   double f = d * -cx + e * -cy + 0.0;
   c += cx;
   f += cy;
-  return pil_affine_bilinear(src, {a, b, c, d, e, f});
+  return pil_affine(src, {a, b, c, d, e, f}, filter, fill);
+}
+
+cv::Mat pil_rotate_bilinear(const cv::Mat& src, double degrees) {
+  return pil_rotate(src, degrees, PilFilter::kBilinear);
 }
 
 void pil_autocontrast(cv::Mat& img) {
@@ -390,6 +455,109 @@ void pil_solarize(cv::Mat& img, int threshold) {
   std::array<std::array<uchar, 256>, 3> t;
   for (int i = 0; i < 256; ++i) t[0][i] = t[1][i] = t[2][i] = static_cast<uchar>(i < threshold ? i : 255 - i);
   apply_luts(img, t);
+}
+
+void pil_invert(cv::Mat& img) {
+  require_u8c3(img, "pil_invert");
+  cv::bitwise_not(img, img);
+}
+
+void pil_solarize_add(cv::Mat& img, int add, int threshold) {
+  require_u8c3(img, "pil_solarize_add");
+  std::array<std::array<uchar, 256>, 3> t;
+  for (int i = 0; i < 256; ++i)
+    t[0][i] = t[1][i] = t[2][i] = i < threshold ? clamp_u8(static_cast<int64_t>(i) + add) : static_cast<uchar>(i);
+  apply_luts(img, t);
+}
+
+cv::Mat pil_to_gray(const cv::Mat& img) {
+  require_u8c3(img, "pil_to_gray");
+  cv::Mat g(img.size(), CV_8UC1);
+  for (int y = 0; y < img.rows; ++y) {
+    const uchar* p = img.ptr<uchar>(y);
+    uchar* o = g.ptr<uchar>(y);
+    for (int x = 0; x < img.cols; ++x, p += 3)
+      o[x] = static_cast<uchar>((p[0] * 19595 + p[1] * 38470 + p[2] * 7471 + 0x8000) >> 16);
+  }
+  return g;
+}
+
+cv::Mat pil_blend(const cv::Mat& a, const cv::Mat& b, double alpha) {
+  require_u8c3(a, "pil_blend");
+  require_u8c3(b, "pil_blend");
+  if (a.size() != b.size()) throw Error("pil_blend: the images differ in size");
+  const float al = static_cast<float>(alpha);  // Pillow's ImagingBlend takes a float
+  const bool inside = al >= 0 && al <= 1.0;
+  cv::Mat out(a.size(), CV_8UC3);
+  const int n = a.cols * 3;
+  for (int y = 0; y < a.rows; ++y) {
+    const uchar* p = a.ptr<uchar>(y);
+    const uchar* q = b.ptr<uchar>(y);
+    uchar* o = out.ptr<uchar>(y);
+    for (int i = 0; i < n; ++i) {
+      const float v = static_cast<float>(p[i]) + al * static_cast<float>(static_cast<int>(q[i]) - static_cast<int>(p[i]));
+      o[i] = inside ? static_cast<uchar>(v) : (v <= 0.0f ? 0 : (v >= 255.0f ? 255 : static_cast<uchar>(v)));
+    }
+  }
+  return out;
+}
+
+cv::Mat pil_smooth(const cv::Mat& img) {
+  require_u8c3(img, "pil_smooth");
+  if (img.cols < 3 || img.rows < 3) return img.clone();
+  float k[9];
+  for (int i = 0; i < 9; ++i) k[i] = (i == 4 ? 5.0f : 1.0f) / 13.0f;
+  cv::Mat out = img.clone();  // the border rows and columns stay as they are
+  const float offset = 0.0f + 0.5f;  // the rounding half Pillow adds to the kernel's offset
+  for (int y = 1; y < img.rows - 1; ++y) {
+    const uchar* up = img.ptr<uchar>(y - 1);
+    const uchar* mid = img.ptr<uchar>(y);
+    const uchar* down = img.ptr<uchar>(y + 1);
+    uchar* o = out.ptr<uchar>(y);
+    auto row = [](const uchar* r, int i, const float* kk) {
+      return static_cast<float>(r[i - 3]) * kk[0] + static_cast<float>(r[i]) * kk[1] + static_cast<float>(r[i + 3]) * kk[2];
+    };
+    for (int x = 1; x < img.cols - 1; ++x) {
+      for (int b = 0; b < 3; ++b) {
+        const int i = 3 * x + b;
+        float s = offset;
+        s += row(down, i, &k[0]);  // Pillow sums the row below first
+        s += row(mid, i, &k[3]);
+        s += row(up, i, &k[6]);
+        o[i] = s <= 0.0f ? 0 : (s >= 255.0f ? 255 : static_cast<uchar>(s));
+      }
+    }
+  }
+  return out;
+}
+
+void pil_enhance(cv::Mat& img, PilEnhance kind, double factor) {
+  require_u8c3(img, "pil_enhance");
+  cv::Mat degenerate;
+  switch (kind) {
+    case PilEnhance::kColor:
+      cv::merge(std::vector<cv::Mat>(3, pil_to_gray(img)), degenerate);
+      break;
+    case PilEnhance::kContrast: {
+      // ImageStat's mean of the gray image: sum of values / count, in double.
+      const cv::Mat g = pil_to_gray(img);
+      double sum = 0;
+      for (int y = 0; y < g.rows; ++y) {
+        const uchar* p = g.ptr<uchar>(y);
+        for (int x = 0; x < g.cols; ++x) sum += p[x];
+      }
+      const int mean = static_cast<int>(sum / static_cast<double>(g.total()) + 0.5);
+      degenerate = cv::Mat(img.size(), CV_8UC3, cv::Scalar::all(mean));
+      break;
+    }
+    case PilEnhance::kBrightness:
+      degenerate = cv::Mat(img.size(), CV_8UC3, cv::Scalar::all(0));
+      break;
+    case PilEnhance::kSharpness:
+      degenerate = pil_smooth(img);
+      break;
+  }
+  img = pil_blend(degenerate, img, factor);
 }
 
 }  // namespace featlearn

@@ -33,10 +33,11 @@ std::vector<PilCase> manifest() {
   return cases;
 }
 
-// Fixture PNGs are read as OpenCV's BGR; every op treats channels alike, so inputs and references match.
+// Fixture PNGs are read in RGB order, as Pillow holds them (gray conversion and fill colours depend on it).
 cv::Mat load(const std::string& name) {
   cv::Mat m = cv::imread(fixture("pil/" + name), cv::IMREAD_COLOR);
   EXPECT_FALSE(m.empty()) << name;
+  if (!m.empty()) cv::cvtColor(m, m, cv::COLOR_BGR2RGB);
   return m;
 }
 
@@ -72,7 +73,37 @@ cv::Mat run_case(const PilCase& c) {
     return pil_affine_bilinear(img, {v[0], v[1], v[2], v[3], v[4], v[5]});
   }
   if (c.op == "rotate") return pil_rotate_bilinear(img, std::strtod(c.arg.c_str(), nullptr));
-  if (c.op == "autocontrast") pil_autocontrast(img);
+  if (c.op == "transform" || c.op == "rotatef") {  // <filter>:<data or degrees>:<r,g,b>
+    const auto c1 = c.arg.find(':'), c2 = c.arg.rfind(':');
+    const auto filter = pil_filter_from_name(c.arg.substr(0, c1));
+    EXPECT_TRUE(filter) << c.arg;
+    const auto f = split_numbers(c.arg.substr(c2 + 1), ',');
+    const cv::Scalar fill(f.at(0), f.at(1), f.at(2));
+    const std::string mid = c.arg.substr(c1 + 1, c2 - c1 - 1);
+    if (c.op == "rotatef") return pil_rotate(img, std::strtod(mid.c_str(), nullptr), *filter, fill);
+    const auto v = split_numbers(mid, ',');
+    EXPECT_EQ(v.size(), 6u) << c.arg;
+    return pil_affine(img, {v[0], v[1], v[2], v[3], v[4], v[5]}, *filter, fill);
+  }
+  if (c.op == "gray") {
+    cv::Mat g3;
+    cv::merge(std::vector<cv::Mat>(3, pil_to_gray(img)), g3);
+    return g3;
+  }
+  if (c.op == "smooth") return pil_smooth(img);
+  static const std::map<std::string, PilEnhance> kEnhance = {{"color", PilEnhance::kColor},
+                                                             {"contrast", PilEnhance::kContrast},
+                                                             {"brightness", PilEnhance::kBrightness},
+                                                             {"sharpness", PilEnhance::kSharpness}};
+  if (auto it = kEnhance.find(c.op); it != kEnhance.end()) {
+    pil_enhance(img, it->second, std::strtod(c.arg.c_str(), nullptr));
+    return img;
+  }
+  if (c.op == "invert") pil_invert(img);
+  else if (c.op == "solarize_add") {
+    const auto v = split_numbers(c.arg, ',');
+    pil_solarize_add(img, static_cast<int>(v.at(0)), static_cast<int>(v.at(1)));
+  } else if (c.op == "autocontrast") pil_autocontrast(img);
   else if (c.op == "equalize") pil_equalize(img);
   else if (c.op == "posterize") pil_posterize(img, std::stoi(c.arg));
   else if (c.op == "solarize") pil_solarize(img, std::stoi(c.arg));
@@ -99,13 +130,14 @@ std::string error_of(const std::function<void()>& f) {
 
 TEST(PilOps, BitExactAgainstPillow) {
   const auto cases = manifest();
-  ASSERT_GT(cases.size(), 200u) << "manifest incomplete";
+  ASSERT_GT(cases.size(), 700u) << "manifest incomplete (fixtures older than pil_fixtures.py VERSION 2?)";
   std::map<std::string, std::pair<int, int>> worst;  // op[/filter] -> (max diff, cases)
   for (const auto& c : cases) {
     const cv::Mat ref = load(c.out);
     const cv::Mat got = run_case(c);
     const int d = max_abs_diff(got, ref);
-    const std::string key = c.op == "resize" ? "resize/" + c.arg.substr(0, c.arg.find(':')) : c.op;
+    const bool by_filter = c.op == "resize" || c.op == "transform" || c.op == "rotatef";
+    const std::string key = by_filter ? c.op + "/" + c.arg.substr(0, c.arg.find(':')) : c.op;
     auto& w = worst[key];
     w.first = std::max(w.first, d);
     ++w.second;
@@ -116,7 +148,9 @@ TEST(PilOps, BitExactAgainstPillow) {
     std::printf("  %-18s max |diff| %d over %d cases\n", key.c_str(), w.first, w.second);
   // Every op and filter of the fixtures was exercised.
   for (const char* key : {"resize/nearest", "resize/box", "resize/bilinear", "resize/hamming", "resize/bicubic",
-                          "resize/lanczos", "affine", "rotate", "autocontrast", "equalize", "posterize", "solarize"})
+                          "resize/lanczos", "affine", "rotate", "autocontrast", "equalize", "posterize", "solarize",
+                          "transform/bilinear", "transform/bicubic", "rotatef/bilinear", "rotatef/bicubic", "invert",
+                          "solarize_add", "gray", "smooth", "color", "contrast", "brightness", "sharpness"})
     EXPECT_GT(worst[key].second, 0) << key;
 }
 
