@@ -9,11 +9,12 @@ namespace featlearn {
 RecModelImpl::RecModelImpl(const ConfigNode& arch, const std::vector<int64_t>& image_shape) {
   if (!arch.is_map()) arch.fail("expected a map (name: RecModel, Backbone, ...)");
   arch.check_keys({"name", "Backbone", "BackboneStopLayer", "Neck", "Head", "infer_output_key",
-                   "infer_add_softmax", "head_feature_from"});
+                   "infer_add_softmax", "head_feature_from", "is_rec"});
   const std::string name = arch.require<std::string>("name");
   if (name != "RecModel")
     arch["name"].fail("unsupported architecture '" + name +
-                      "': featlearn builds RecModel (feature learning) models; set Arch.name: RecModel");
+                      "': featlearn builds RecModel (feature learning) models, alone or as DistillationModel.models; set "
+                      "name: RecModel");
   register_builtin_models();
   if (!arch["Backbone"].defined()) arch.fail("missing required key 'Backbone'");
   backbone_ = register_module("backbone", build_backbone(arch["Backbone"], arch["BackboneStopLayer"], image_shape));
@@ -27,6 +28,9 @@ RecModelImpl::RecModelImpl(const ConfigNode& arch, const std::vector<int64_t>& i
   if (infer_output_key_ == "logits" && !head_) arch["infer_output_key"].fail("logits needs an Arch.Head");
   if (infer_output_key_ == "neck" && !neck_) arch["infer_output_key"].fail("neck needs an Arch.Neck");
   infer_add_softmax_ = arch.get<bool>("infer_add_softmax", false);
+  // PaddleClas's engine passes the labels to the model when Arch has a Head or is_rec: True; without a Head
+  // RecModel does not read them, so both values mean the same here (docs/config.md, "Arch").
+  arch.get<bool>("is_rec", true);
   // PaddleClas's default value is "neck": the neck output, or the backbone's when there is no neck, which is
   // what featlearn calls "features".
   head_feature_from_ = arch.get<std::string>("head_feature_from", "features");

@@ -1,5 +1,6 @@
 // Registers the builtin backbones in backbone_registry() (explicit registration, see docs/architecture.md).
 #include <featlearn/model/adaface_ir.h>
+#include <featlearn/model/alexnet.h>
 #include <featlearn/model/mobilenet_v1.h>
 #include <featlearn/model/mobilenet_v3.h>
 #include <featlearn/model/pp_lcnet.h>
@@ -102,6 +103,7 @@ void register_builtin_backbones() {
     register_mobilenet_v1_backbones();  // MobileNetV1, MobileNetV1_x0_25|x0_5|x0_75
     register_vgg_backbones();           // VGG11, VGG13, VGG16, VGG19, VGG19Sigmoid
     register_adaface_backbones();       // AdaFace_IR_18 ... AdaFace_IR_SE_200
+    register_alexnet_backbone();        // AlexNet
     return true;
   }();
   (void)done;
