@@ -34,14 +34,15 @@ std::unique_ptr<LrSchedule> LrSchedule::create(const ConfigNode& node, int64_t i
   }
 
   const std::string name = node.require<std::string>("name");
-  static const std::vector<std::string> kNames = {"ConstLR", "Constant",  "Cosine", "Linear",
-                                                  "MultiStepDecay", "Piecewise", "Step"};
+  static const std::vector<std::string> kNames = {"ConstLR",   "Constant",        "Cosine", "Cyclic", "Linear",
+                                                  "MultiStepDecay", "Piecewise", "ReduceOnPlateau", "Step"};
   if (std::find(kNames.begin(), kNames.end(), name) == kNames.end())
     node["name"].fail("unknown learning-rate schedule '" + name + "'" + did_you_mean(name, kNames) +
                       " (valid names: " + join(kNames) + ")");
 
-  std::vector<std::string> allowed = {"name",         "learning_rate", "warmup_epoch", "warmup_start_lr",
-                                      "last_epoch",   "by_epoch",      "verbose"};
+  // epochs / step_each_epoch: PaddleClas overwrites them with Global.epochs and the iterations per epoch.
+  std::vector<std::string> allowed = {"name",     "warmup_epoch", "warmup_start_lr", "last_epoch",
+                                      "by_epoch", "verbose",      "epochs",          "step_each_epoch"};
   auto allow = [&](std::initializer_list<const char*> keys) {
     for (const char* k : keys) allowed.emplace_back(k);
   };
@@ -50,7 +51,22 @@ std::unique_ptr<LrSchedule> LrSchedule::create(const ConfigNode& node, int64_t i
   if (name == "Step") allow({"step_size", "gamma"});
   if (name == "MultiStepDecay") allow({"milestones", "gamma"});
   if (name == "Piecewise") allow({"decay_epochs", "values"});
+  if (name == "Cyclic")
+    allow({"base_learning_rate", "max_learning_rate", "step_size_up", "step_size_down", "mode", "exp_gamma",
+           "scale_fn", "scale_mode"});
+  else
+    allow({"learning_rate"});
+  if (name == "ReduceOnPlateau")
+    allow({"mode", "factor", "patience", "threshold", "threshold_mode", "cooldown", "min_lr", "epsilon"});
   node.check_keys(allowed);
+  // PaddleClas replaces these two with the run's values, so a differing value would be silently wrong.
+  if (node.has("epochs") && node.require<int64_t>("epochs") != epochs)
+    node["epochs"].fail("is " + std::to_string(node.require<int64_t>("epochs")) + " but Global.epochs is " +
+                        std::to_string(epochs) + " (PaddleClas overwrites it with Global.epochs; remove it)");
+  if (node.has("step_each_epoch") && node.require<int64_t>("step_each_epoch") != iters_per_epoch)
+    node["step_each_epoch"].fail("is " + std::to_string(node.require<int64_t>("step_each_epoch")) +
+                                 " but an epoch has " + std::to_string(iters_per_epoch) +
+                                 " iterations (PaddleClas overwrites it with that number; remove it)");
 
   s->by_epoch_ = node.get<bool>("by_epoch", false);
   node.get<bool>("verbose", false);  // type-checked; the engine logs the lr
@@ -85,10 +101,15 @@ std::unique_ptr<LrSchedule> LrSchedule::create(const ConfigNode& node, int64_t i
     }
     for (double e : decay_epochs) s->boundaries_.push_back(s->by_epoch_ ? e : e * double(iters_per_epoch));
     s->base_lr_ = s->values_[0];
+  } else if (name == "Cyclic") {
+    // Paddle's CyclicLR: the warmup (when any) ends at base_learning_rate.
+    s->base_lr_ = node.require<double>("base_learning_rate");
   } else {
     s->base_lr_ = node.require<double>("learning_rate");
   }
 
+  // PaddleClas's Cyclic takes warmup_epoch and warmup_start_lr without defaults.
+  if (name == "Cyclic") node.require<double>("warmup_start_lr"), node.require<double>("warmup_epoch");
   double warmup_epoch = node.get<double>("warmup_epoch", 0.0);
   if (warmup_epoch < 0) node["warmup_epoch"].fail("must be >= 0");
   if (warmup_epoch >= double(epochs) && warmup_epoch > 0) {
@@ -149,6 +170,60 @@ std::unique_ptr<LrSchedule> LrSchedule::create(const ConfigNode& node, int64_t i
     params = ", gamma=" + num(s->gamma_);
   } else if (name == "Piecewise") {
     s->kind_ = Kind::kPiecewise;
+  } else if (name == "Cyclic") {
+    s->kind_ = Kind::kCyclic;
+    s->max_lr_ = node.require<double>("max_learning_rate");
+    if (s->max_lr_ < 0) node["max_learning_rate"].fail("must be >= 0");
+    auto whole_steps = [&](const char* key, double v, double min) {
+      if (!is_whole(v) || v < min)
+        node[key].fail(std::string("must be a whole number of ") + (s->by_epoch_ ? "epochs" : "iterations") +
+                       (min > 0 ? " > 0" : " >= 0") + ", got " + num(v));
+      return v;
+    };
+    const double up = whole_steps("step_size_up", node.require<double>("step_size_up"), 1);
+    const double down = node.has("step_size_down") ? whole_steps("step_size_down", node.require<double>("step_size_down"), 0) : up;
+    s->period_ = up + down;             // cycle size
+    s->step_up_pct_ = up / s->period_;
+    const std::string mode = node.get<std::string>("mode", "triangular");
+    if (mode == "triangular") s->cyclic_mode_ = CyclicMode::kTriangular;
+    else if (mode == "triangular2") s->cyclic_mode_ = CyclicMode::kTriangular2;
+    else if (mode == "exp_range") s->cyclic_mode_ = CyclicMode::kExpRange;
+    else node["mode"].fail("expected triangular, triangular2 or exp_range, got '" + mode + "'");
+    s->gamma_ = node.get<double>("exp_gamma", 1.0);
+    // scale_fn is a Python callable in Paddle; a YAML file cannot hold one. Without it Paddle ignores
+    // scale_mode (each mode has its own), so scale_mode is only validated.
+    if (node.has("scale_fn")) node["scale_fn"].fail("a custom scaling function cannot be given in a config; use mode");
+    const std::string scale_mode = node.get<std::string>("scale_mode", "cycle");
+    if (scale_mode != "cycle" && scale_mode != "iterations")
+      node["scale_mode"].fail("expected cycle or iterations, got '" + scale_mode + "'");
+    params = ", max_learning_rate=" + num(s->max_lr_) + ", step_size_up=" + num(up) + ", step_size_down=" +
+             num(down) + ", mode=" + mode + (mode == "exp_range" ? ", exp_gamma=" + num(s->gamma_) : "");
+  } else if (name == "ReduceOnPlateau") {
+    s->kind_ = Kind::kPlateau;
+    if (!s->by_epoch_)
+      node.fail("ReduceOnPlateau follows the evaluation metric, which exists once per evaluation: set by_epoch: "
+                "True (PaddleClas steps a by_epoch: False ReduceOnPlateau every iteration without a metric and "
+                "fails)");
+    auto& p = s->plateau_;
+    const std::string mode = node.get<std::string>("mode", "min");
+    if (mode != "min" && mode != "max") node["mode"].fail("expected min or max, got '" + mode + "'");
+    p.maximize = mode == "max";
+    p.factor = node.get<double>("factor", 0.1);
+    if (p.factor >= 1.0) node["factor"].fail("must be < 1.0 (new lr = lr * factor)");
+    p.patience = node.get<int64_t>("patience", 10);
+    if (p.patience < 0) node["patience"].fail("must be >= 0");
+    p.threshold = node.get<double>("threshold", 1e-4);
+    const std::string tmode = node.get<std::string>("threshold_mode", "rel");
+    if (tmode != "rel" && tmode != "abs") node["threshold_mode"].fail("expected rel or abs, got '" + tmode + "'");
+    p.relative = tmode == "rel";
+    p.cooldown = node.get<int64_t>("cooldown", 0);
+    if (p.cooldown < 0) node["cooldown"].fail("must be >= 0");
+    p.min_lr = node.get<double>("min_lr", 0.0);
+    p.epsilon = node.get<double>("epsilon", 1e-8);
+    s->plateau_state_.lr = s->base_lr_;
+    params = ", mode=" + mode + ", factor=" + num(p.factor) + ", patience=" + std::to_string(p.patience) +
+             ", threshold=" + num(p.threshold) + ", threshold_mode=" + tmode + ", cooldown=" +
+             std::to_string(p.cooldown) + ", min_lr=" + num(p.min_lr) + ", epsilon=" + num(p.epsilon);
   }
   if (!s->boundaries_.empty()) {
     params += ", boundaries=[";
@@ -160,7 +235,7 @@ std::unique_ptr<LrSchedule> LrSchedule::create(const ConfigNode& node, int64_t i
     for (size_t i = 0; i < s->values_.size(); ++i) params += (i ? "," : "") + num(s->values_[i]);
     params += "]";
   }
-  s->description_ = name + "(learning_rate=" + num(s->base_lr_) + params;
+  s->description_ = name + (name == "Cyclic" ? "(base_learning_rate=" : "(learning_rate=") + num(s->base_lr_) + params;
   if (s->warmup_steps_ > 0)
     s->description_ += ", warmup_steps=" + num(s->warmup_steps_) + ", warmup_start_lr=" + num(s->warmup_start_lr_);
   if (last_epoch != -1) s->description_ += ", last_epoch=" + std::to_string(last_epoch);
@@ -177,6 +252,54 @@ double LrSchedule::lr_at(int64_t iteration) const {
     return decayed(t - warmup_steps_);
   }
   return decayed(t);
+}
+
+bool LrSchedule::observe_metric(double metric, int64_t iteration) {
+  if (kind_ != Kind::kPlateau) return false;
+  // Evaluations of epochs that end inside the warmup do not count (featlearn; see lr_schedule.h).
+  if (warmup_steps_ > 0 && step_of(iteration) < warmup_steps_) return false;
+  const auto& p = plateau_;
+  auto& st = plateau_state_;
+  if (st.cooldown_counter > 0) {  // Paddle: a cooldown evaluation is not compared at all
+    --st.cooldown_counter;
+    return true;
+  }
+  bool better = !st.has_best;
+  if (!better) {
+    const double margin = p.relative ? st.best * p.threshold : p.threshold;
+    better = p.maximize ? metric > st.best + margin : metric < st.best - margin;
+  }
+  if (better) {
+    st.best = metric;
+    st.has_best = true;
+    st.num_bad = 0;
+  } else {
+    ++st.num_bad;
+  }
+  if (st.num_bad > p.patience) {
+    st.cooldown_counter = p.cooldown;
+    st.num_bad = 0;
+    const double reduced = std::max(st.lr * p.factor, p.min_lr);
+    if (st.lr - reduced > p.epsilon) st.lr = reduced;
+  }
+  return true;
+}
+
+std::vector<double> LrSchedule::state() const {
+  if (kind_ != Kind::kPlateau) return {};
+  const auto& st = plateau_state_;
+  return {st.lr, st.has_best ? 1.0 : 0.0, st.best, double(st.num_bad), double(st.cooldown_counter)};
+}
+
+void LrSchedule::set_state(const std::vector<double>& v) {
+  FL_ASSERT(v.size() == state().size(), "lr schedule state size");
+  if (kind_ != Kind::kPlateau) return;
+  auto& st = plateau_state_;
+  st.lr = v[0];
+  st.has_best = v[1] != 0.0;
+  st.best = v[2];
+  st.num_bad = static_cast<int64_t>(v[3]);
+  st.cooldown_counter = static_cast<int64_t>(v[4]);
 }
 
 double LrSchedule::step_of(int64_t iteration) const {
@@ -209,6 +332,17 @@ double LrSchedule::decayed(double s) const {
       while (n < boundaries_.size() && s >= boundaries_[n]) ++n;
       return base_lr_ * std::pow(gamma_, double(n));
     }
+    case Kind::kCyclic: {  // Paddle's CyclicLR
+      const double cycle = 1.0 + std::floor(s / period_);
+      const double pct = 1.0 + s / period_ - cycle;
+      const double scale = pct <= step_up_pct_ ? pct / step_up_pct_ : (1.0 - pct) / (1.0 - step_up_pct_);
+      double amplitude_scale = 1.0;
+      if (cyclic_mode_ == CyclicMode::kTriangular2) amplitude_scale = 1.0 / std::pow(2.0, cycle - 1.0);
+      if (cyclic_mode_ == CyclicMode::kExpRange) amplitude_scale = std::pow(gamma_, s);
+      return base_lr_ + (max_lr_ - base_lr_) * scale * amplitude_scale;
+    }
+    case Kind::kPlateau:
+      return plateau_state_.lr;
     case Kind::kPiecewise:
       for (size_t i = 0; i < boundaries_.size(); ++i)
         if (s < boundaries_[i]) return values_[i];

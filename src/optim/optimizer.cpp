@@ -74,9 +74,12 @@ std::vector<ScopedParam> resolve_scope(const std::string& scope, const ConfigNod
     return out;
   }
   // A sub-layer of RecModel, matched like PaddleClas: attribute name or regex full match of a sub-layer name.
+  // The model's scope is named after its Arch.name (RecModel, or DistillationModel whose sub-layers are
+  // Student, Student.backbone, ...).
   const NamedParameters* model = nullptr;
+  std::string model_scope;
   for (const auto& sc : scopes)
-    if (sc.first == "RecModel") model = &sc.second;
+    if (sc.first == "RecModel" || sc.first == "DistillationModel") model = &sc.second, model_scope = sc.first;
   std::set<std::string> layers;  // first-level sub-layers, for the message
   if (model)
     for (const auto& np : *model) layers.insert(np.first.substr(0, np.first.find('.')));
@@ -86,7 +89,7 @@ std::vector<ScopedParam> resolve_scope(const std::string& scope, const ConfigNod
     std::string msg = "unknown scope '" + scope + "'" + did_you_mean(scope, candidates) +
                       " (valid: " + join(scope_names);
     if (!layers.empty())
-      msg += ", or a RecModel sub-layer name/regex such as " + join({layers.begin(), layers.end()});
+      msg += ", or a " + model_scope + " sub-layer name/regex such as " + join({layers.begin(), layers.end()});
     where.fail(msg + ")");
   };
   if (ends_with(scope, "Loss") || !model) unknown();  // PaddleClas: *Loss scopes name a loss with parameters
@@ -100,7 +103,7 @@ std::vector<ScopedParam> resolve_scope(const std::string& scope, const ConfigNod
     const std::string& n = np.first;
     for (size_t dot = n.find('.'); dot != std::string::npos; dot = n.find('.', dot + 1)) {
       if (std::regex_match(n.substr(0, dot), re)) {
-        out.push_back({"RecModel:" + n, n, np.second});
+        out.push_back({model_scope + ":" + n, n, np.second});
         break;
       }
     }
@@ -453,6 +456,10 @@ void OptimizerSet::set_iteration(int64_t it) {
   iteration_ = it;
 }
 
+void OptimizerSet::observe_metric(double metric) {
+  for (auto& e : entries_) e->schedule->observe_metric(metric, iteration_);
+}
+
 const LrSchedule& OptimizerSet::schedule(size_t i) const {
   FL_ASSERT(i < entries_.size(), "optimizer index out of range");
   return *entries_[i]->schedule;
@@ -480,6 +487,8 @@ void OptimizerSet::save(torch::serialize::OutputArchive& archive) const {
     std::vector<int64_t> numels;
     for (const auto& p : e.params) numels.push_back(p.numel());
     sub.write("param_numels", torch::tensor(numels, torch::kInt64));
+    const auto lr_state = e.schedule->state();
+    if (!lr_state.empty()) sub.write("lr_state", torch::tensor(lr_state, torch::kDouble));
     if (e.torch_opt) {
       e.torch_opt->save(sub);
     } else {
@@ -525,6 +534,16 @@ void OptimizerSet::load(torch::serialize::InputArchive& archive) {
         throw Error("optimizer " + std::to_string(i) + " (" + e.name + "): parameter '" + e.param_names[j] +
                     "' has " + std::to_string(e.params[j].numel()) + " elements but its saved state has " +
                     std::to_string(t[j].item<int64_t>()));
+    const size_t lr_state_size = e.schedule->state().size();
+    if (lr_state_size > 0) {
+      torch::Tensor st;
+      if (!sub.try_read("lr_state", st) || st.numel() != static_cast<int64_t>(lr_state_size))
+        throw Error("optimizer " + std::to_string(i) + " (" + e.name + ", scope '" + e.scope +
+                    "'): the checkpoint holds no state for its learning-rate schedule " + e.schedule->describe() +
+                    "; resume with the Optimizer section the run was started with");
+      st = st.to(torch::kCPU, torch::kDouble).contiguous();
+      e.schedule->set_state(std::vector<double>(st.data_ptr<double>(), st.data_ptr<double>() + st.numel()));
+    }
     if (e.torch_opt) {
       e.torch_opt->load(sub);
       move_state_to(*e.torch_opt, e.params.empty() ? torch::Device(torch::kCPU) : e.params.front().device());

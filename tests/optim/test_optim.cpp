@@ -193,6 +193,127 @@ TEST(LrSchedule, ConfigErrors) {
   EXPECT_NE(msg.find("step_size"), std::string::npos) << msg;
 }
 
+// Cyclic (Paddle's CyclicLR) with hand-computed values: base 0.1, max 1.1 (amplitude 1), up 2, down 3, so the
+// cycle is 5 steps and the peak comes at step 2 of each cycle.
+TEST(LrSchedule, CyclicTriangularModesAndLastEpoch) {
+  const std::string keys = "base_learning_rate: 0.1, max_learning_rate: 1.1, step_size_up: 2, step_size_down: 3, "
+                           "warmup_epoch: 0, warmup_start_lr: 0.0";
+  auto tri = schedule("{name: Cyclic, " + keys + "}", 4, 10);
+  const std::vector<double> one_cycle = {0.1, 0.6, 1.1, 1.1 - 1.0 / 3, 1.1 - 2.0 / 3, 0.1};
+  for (size_t t = 0; t < one_cycle.size(); ++t) EXPECT_NEAR(tri->lr_at(int64_t(t)), one_cycle[t], kTol) << t;
+  EXPECT_NEAR(tri->lr_at(7), 1.1, kTol);  // second cycle, same height
+  // triangular2 halves the amplitude each cycle: step 7 is the second peak, 0.1 + 1/2.
+  auto tri2 = schedule("{name: Cyclic, mode: triangular2, " + keys + "}", 4, 10);
+  EXPECT_NEAR(tri2->lr_at(2), 1.1, kTol);
+  EXPECT_NEAR(tri2->lr_at(7), 0.6, kTol);
+  EXPECT_NEAR(tri2->lr_at(12), 0.35, kTol);
+  // exp_range scales by exp_gamma^iteration: 0.1 + 1 * 0.5^2 at the first peak, 0.1 + 0.5 * 0.5 at step 1.
+  auto ex = schedule("{name: Cyclic, mode: exp_range, exp_gamma: 0.5, " + keys + "}", 4, 10);
+  EXPECT_NEAR(ex->lr_at(1), 0.1 + 0.5 * 0.5, kTol);
+  EXPECT_NEAR(ex->lr_at(2), 0.1 + 0.25, kTol);
+  // step_size_down defaults to step_size_up; last_epoch 0 (MetaBIN) starts at step 1.
+  auto sym = schedule("{name: Cyclic, base_learning_rate: 0.0, max_learning_rate: 1.0, step_size_up: 4, "
+                      "warmup_epoch: 0, warmup_start_lr: 1, last_epoch: 0, by_epoch: False}", 4, 10);
+  EXPECT_NEAR(sym->lr_at(0), 0.25, kTol);
+  EXPECT_NEAR(sym->lr_at(3), 1.0, kTol);
+  EXPECT_NEAR(sym->lr_at(5), 0.5, kTol);
+  // Warmup ramps to base_learning_rate, then the cycle starts at 0: ipe 2, 1 epoch = 2 warmup steps.
+  auto wu = schedule("{name: Cyclic, base_learning_rate: 0.1, max_learning_rate: 1.1, step_size_up: 2, "
+                     "warmup_epoch: 1, warmup_start_lr: 0.0}", 2, 10);
+  EXPECT_NEAR(wu->lr_at(1), 0.05, kTol);
+  EXPECT_NEAR(wu->lr_at(2), 0.1, kTol);
+  EXPECT_NEAR(wu->lr_at(3), 0.6, kTol);
+  // by_epoch: one step per epoch of 4 iterations.
+  auto ep = schedule("{name: Cyclic, " + keys + ", by_epoch: True}", 4, 10);
+  EXPECT_NEAR(ep->lr_at(3), 0.1, kTol);
+  EXPECT_NEAR(ep->lr_at(4), 0.6, kTol);
+  EXPECT_NEAR(ep->lr_at(9), 1.1, kTol);
+}
+
+TEST(LrSchedule, CyclicConfigErrors) {
+  const std::string base = "{name: Cyclic, base_learning_rate: 0.1, max_learning_rate: 1.0, warmup_epoch: 0, "
+                           "warmup_start_lr: 0, ";
+  auto msg = error_of([&] { schedule(base + "step_size_up: 2.5}", 4, 10); });
+  EXPECT_NE(msg.find("lr.step_size_up: must be a whole number of iterations > 0"), std::string::npos) << msg;
+  msg = error_of([&] { schedule(base + "step_size_up: 2, mode: triangle}", 4, 10); });
+  EXPECT_NE(msg.find("expected triangular, triangular2 or exp_range"), std::string::npos) << msg;
+  msg = error_of([&] { schedule(base + "step_size_up: 2, scale_fn: f}", 4, 10); });
+  EXPECT_NE(msg.find("lr.scale_fn"), std::string::npos) << msg;
+  msg = error_of([&] { schedule(base + "step_size_up: 2, learning_rate: 0.1}", 4, 10); });
+  EXPECT_NE(msg.find("lr.learning_rate: unknown key"), std::string::npos) << msg;
+  msg = error_of([] {
+    schedule("{name: Cyclic, base_learning_rate: 0.1, max_learning_rate: 1.0, step_size_up: 2}", 4, 10);
+  });
+  EXPECT_NE(msg.find("warmup_start_lr"), std::string::npos) << msg;
+  // epochs / step_each_epoch are PaddleClas's overwritten keys: equal values pass, others are errors.
+  EXPECT_NO_THROW(schedule(base + "step_size_up: 2, epochs: 10, step_each_epoch: 4}", 4, 10));
+  msg = error_of([&] { schedule(base + "step_size_up: 2, step_each_epoch: 50}", 4, 10); });
+  EXPECT_NE(msg.find("lr.step_each_epoch: is 50 but an epoch has 4 iterations"), std::string::npos) << msg;
+  msg = error_of([&] { schedule(base + "step_size_up: 2, epochs: 3}", 4, 10); });
+  EXPECT_NE(msg.find("but Global.epochs is 10"), std::string::npos) << msg;
+}
+
+// ReduceOnPlateau as Paddle's, metric by metric (xbm_resnet50's settings, patience shortened): mode max, rel
+// threshold 0.001, cooldown 2, factor 0.1, min_lr 5e-6.
+TEST(LrSchedule, ReduceOnPlateauFollowsTheMetric) {
+  auto s = schedule("{name: ReduceOnPlateau, learning_rate: 0.0001, mode: max, factor: 0.1, patience: 1, "
+                    "threshold: 0.001, threshold_mode: rel, cooldown: 2, min_lr: 0.000005, epsilon: 1e-8, "
+                    "by_epoch: True}", 10, 30);
+  EXPECT_NEAR(s->lr_at(0), 1e-4, kTol);
+  struct Step {
+    double metric, lr_after;
+  };
+  // 0.5 best; 0.5004 is not better than 0.5 * 1.001 (bad 1); 0.4 bad 2 > patience 1: lr 1e-5, cooldown 2;
+  // two cooldown evaluations are not compared (0.1, 0.9 ignored: best stays 0.5); 0.5 bad 1; 0.45 bad 2:
+  // lr max(1e-6, 5e-6) = 5e-6; cooldown 2 (0.1, 0.1); 0.2, 0.2 bad 1, 2: 5e-7 -> min_lr 5e-6 is no decrease.
+  const std::vector<Step> steps = {{0.5, 1e-4},  {0.5004, 1e-4}, {0.4, 1e-5},  {0.1, 1e-5}, {0.9, 1e-5},
+                                   {0.5, 1e-5},  {0.45, 5e-6},   {0.1, 5e-6},  {0.1, 5e-6}, {0.2, 5e-6},
+                                   {0.2, 5e-6}};
+  for (size_t i = 0; i < steps.size(); ++i) {
+    EXPECT_TRUE(s->observe_metric(steps[i].metric, int64_t(i + 1) * 10));
+    EXPECT_NEAR(s->lr_at(int64_t(i + 1) * 10), steps[i].lr_after, 1e-15) << "evaluation " << i;
+  }
+  // mode min, abs threshold: 1.0, 0.95 (not < 1.0 - 0.1: bad 1), 0.85 better.
+  auto m = schedule("{name: ReduceOnPlateau, learning_rate: 1.0, threshold: 0.1, threshold_mode: abs, patience: 0, "
+                    "by_epoch: True}", 10, 30);
+  m->observe_metric(1.0, 10);
+  m->observe_metric(0.85, 20);
+  EXPECT_NEAR(m->lr_at(20), 1.0, kTol);
+  m->observe_metric(0.8, 30);  // not < 0.85 - 0.1: bad 1 > patience 0
+  EXPECT_NEAR(m->lr_at(30), 0.1, kTol);
+  // Other schedules ignore metrics.
+  auto c = schedule("{name: Cosine, learning_rate: 1.0}", 10, 30);
+  EXPECT_FALSE(c->observe_metric(0.5, 10));
+}
+
+TEST(LrSchedule, ReduceOnPlateauWarmupStateAndErrors) {
+  // Warmup of 2 epochs (by_epoch: lr ramps per epoch); evaluations before the end of warmup are not observed.
+  auto s = schedule("{name: ReduceOnPlateau, learning_rate: 1.0, patience: 0, warmup_epoch: 2, "
+                    "warmup_start_lr: 0.0, by_epoch: True}", 5, 10);
+  EXPECT_NEAR(s->lr_at(5), 0.5, kTol);
+  EXPECT_FALSE(s->observe_metric(1.0, 5));
+  EXPECT_TRUE(s->observe_metric(1.0, 10));   // best 1.0
+  EXPECT_TRUE(s->observe_metric(2.0, 15));   // worse (mode min): lr 0.1
+  EXPECT_NEAR(s->lr_at(15), 0.1, kTol);
+  // The state round-trips (checkpoints) and a fresh schedule without it differs.
+  auto copy = schedule("{name: ReduceOnPlateau, learning_rate: 1.0, patience: 0, warmup_epoch: 2, "
+                       "warmup_start_lr: 0.0, by_epoch: True}", 5, 10);
+  EXPECT_NEAR(copy->lr_at(15), 1.0, kTol);
+  copy->set_state(s->state());
+  EXPECT_EQ(copy->lr_at(15), s->lr_at(15));
+  copy->observe_metric(1.5, 20);  // not better than best 1.0: 0.01
+  EXPECT_NEAR(copy->lr_at(20), 0.01, kTol);
+
+  auto msg = error_of([] { schedule("{name: ReduceOnPlateau, learning_rate: 0.1}", 10, 30); });
+  EXPECT_NE(msg.find("set by_epoch: True"), std::string::npos) << msg;
+  msg = error_of([] { schedule("{name: ReduceOnPlateau, learning_rate: 0.1, by_epoch: True, factor: 1.5}", 10, 30); });
+  EXPECT_NE(msg.find("lr.factor: must be < 1.0"), std::string::npos) << msg;
+  msg = error_of([] { schedule("{name: ReduceOnPlateau, learning_rate: 0.1, by_epoch: True, mode: maximum}", 10, 30); });
+  EXPECT_NE(msg.find("expected min or max"), std::string::npos) << msg;
+  msg = error_of([] { schedule("{name: ReduceOnPlateau, learning_rate: 0.1, by_epoch: True, patiance: 3}", 10, 30); });
+  EXPECT_NE(msg.find("did you mean patience"), std::string::npos) << msg;
+}
+
 // ----------------------------------------------------------------------------------------------- optimizers
 
 TEST(Optimizer, MomentumWithL2MatchesHandComputation) {
@@ -573,6 +694,45 @@ TEST(OptimizerCheckpoint, CudaMatchesCpuAndResumes) {
     EXPECT_TRUE(torch::allclose(want[i], got[i].cpu(), 1e-10, 1e-12)) << "param " << i;
     EXPECT_TRUE(torch::equal(got[i], again[i])) << "param " << i;
   }
+}
+
+// ReduceOnPlateau's state (reduced lr, best, counters) travels with the optimizer state; a checkpoint without
+// it (another schedule) is refused.
+TEST(OptimizerCheckpoint, ReduceOnPlateauStateIsSavedAndRequired) {
+  const std::string plateau = R"(Optimizer:
+  name: SGD
+  lr: {name: ReduceOnPlateau, learning_rate: 1.0, patience: 0, mode: max, by_epoch: True}
+)";
+  auto p = param({1.0});
+  auto opt = optimizers(plateau, {{"RecModel", {{"w", p}}}}, 2, 10);
+  opt->observe_metric(0.5);
+  opt->observe_metric(0.4);  // worse: lr 0.1
+  EXPECT_NEAR(opt->current_lrs()[0], 0.1, kTol);
+  torch::serialize::OutputArchive out;
+  opt->save(out);
+  std::stringstream buffer;
+  out.save_to(buffer);
+
+  auto q = param({1.0});
+  auto resumed = optimizers(plateau, {{"RecModel", {{"w", q}}}}, 2, 10);
+  torch::serialize::InputArchive in;
+  in.load_from(buffer);
+  resumed->load(in);
+  EXPECT_NEAR(resumed->current_lrs()[0], 0.1, kTol);
+  resumed->observe_metric(0.45);  // still not better than the restored best 0.5: lr 0.01
+  EXPECT_NEAR(resumed->current_lrs()[0], 0.01, kTol);
+
+  auto r = param({1.0});
+  auto cosine = optimizers("Optimizer:\n  name: SGD\n  lr: {name: Cosine, learning_rate: 1.0}\n", {{"RecModel", {{"w", r}}}});
+  torch::serialize::OutputArchive out2;
+  cosine->save(out2);
+  std::stringstream buffer2;
+  out2.save_to(buffer2);
+  auto again = optimizers(plateau, {{"RecModel", {{"w", param({1.0})}}}}, 2, 10);
+  torch::serialize::InputArchive in2;
+  in2.load_from(buffer2);
+  const auto msg = error_of([&] { again->load(in2); });
+  EXPECT_NE(msg.find("holds no state for its learning-rate schedule ReduceOnPlateau"), std::string::npos) << msg;
 }
 
 TEST(OptimizerCheckpoint, LoadRejectsDifferentOptimizers) {

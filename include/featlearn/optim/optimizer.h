@@ -81,13 +81,17 @@ class OptimizerSet {
   std::vector<double> current_lrs() const;
   int64_t iteration() const { return iteration_; }
   void set_iteration(int64_t it);
+  // Gives an evaluation's metric (the first Metric.Eval value) to every schedule that follows one
+  // (ReduceOnPlateau); the others ignore it.
+  void observe_metric(double metric);
 
   size_t size() const { return entries_.size(); }
   // Per optimizer: "Momentum scope=all params=62 lr=Cosine(...)", for logs.
   std::vector<std::string> describe() const;
   const LrSchedule& schedule(size_t i) const;
 
-  // Writes optimizer states and the iteration (keys "optim_format_version", "iteration", "optimizer_<i>");
+  // Writes optimizer states, stateful lr schedules' state ("lr_state" in "optimizer_<i>") and the iteration
+  // (keys "optim_format_version", "iteration", "optimizer_<i>");
   // give it a dedicated (sub-)archive. load() restores them; the config must describe the same optimizers over
   // the same parameters (checked: count, names, parameter sizes). Loaded states are moved to the parameters'
   // device (all parameters of one optimizer are expected on one device).
