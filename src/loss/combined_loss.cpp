@@ -1,4 +1,5 @@
 // Loss registry (config keys = PaddleClas's constructor arguments, plus `weight`) and CombinedLoss.
+#include <featlearn/loss/deephash_losses.h>
 #include <featlearn/loss/loss.h>
 #include <featlearn/loss/losses.h>
 
@@ -88,6 +89,7 @@ Registry<LossPtr>& loss_registry() {
 void register_builtin_losses() {
   auto& r = loss_registry();
   if (r.contains("CELoss")) return;
+  register_deephash_losses();  // DCHLoss, DSHSDLoss, LCDSHLoss (deephash_losses.h)
 
   r.add("CELoss", [](const ConfigNode& p) -> LossPtr {
     p.check_keys({"weight", "epsilon", "reduction"});
