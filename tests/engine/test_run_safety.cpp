@@ -53,7 +53,7 @@ std::string yaml(const fs::path& data, const fs::path& out, const std::string& e
            "{NormalizeImage: {scale: 0.00392157, mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5], order: ''}}]";
   };
   const std::string ops = ops_with(""), eval_ops = ops_with(eval_ops_extra);
-  return "Global:\n  output_dir: " + out.string() + "\n  epochs: 2\n  eval_during_train: True\n"
+  return "Global:\n  output_dir: " + out.string() + "\n  epochs: 2\n  eval_during_train: True\n  eval_mode: retrieval\n"
          "  print_batch_step: 100\n  image_shape: [3, 16, 16]\n  seed: 5\n"
          "  save_inference_dir: " + (out / "inference").string() + "\n"
          "Arch:\n  name: RecModel\n  Backbone: {name: ResNet18}\n  BackboneStopLayer: {name: flatten}\n"

@@ -35,7 +35,7 @@ std::string config_text(const fs::path& data) {
       "{RandFlipImage: {flip_code: 1}}, "
       "{NormalizeImage: {scale: 0.00392157, mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5], order: ''}}, "
       "{RandomErasing: {EPSILON: 0.5, sl: 0.02, sh: 0.4, r1: 0.3, mean: [0., 0., 0.]}}]";
-  return "Global:\n  epochs: 12\n  eval_during_train: True\n  print_batch_step: 1\n  image_shape: [3, 16, 16]\n"
+  return "Global:\n  epochs: 12\n  eval_during_train: True\n  eval_mode: retrieval\n  print_batch_step: 1\n  image_shape: [3, 16, 16]\n"
          "  seed: 11\n  save_interval: 2\n"
          "Arch:\n  name: RecModel\n  Backbone: {name: MobileNetV3_small_x1_0}\n  BackboneStopLayer: {name: flatten}\n"
          "  Neck: {name: FC, embedding_size: 576, class_num: 16}\n"

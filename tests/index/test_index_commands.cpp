@@ -30,6 +30,7 @@ std::string train_config(const fs::path& out, int seed, const std::string& binar
   return R"(
 Global:
   output_dir: ")" + out.string() + R"("
+  eval_mode: retrieval
   image_shape: [3, 32, 32]
   save_inference_dir: ")" + (out / "inference").string() + R"("
   seed: )" + std::to_string(seed) + (binarize.empty() ? "" : "\n  feature_binarize: " + binarize) + R"(
