@@ -66,7 +66,11 @@ torch::Tensor postprocess_features(torch::Tensor features, bool normalize, const
   if (normalize)
     features = torch::nn::functional::normalize(features,
                                                 torch::nn::functional::NormalizeFuncOptions().p(2).dim(1).eps(1e-12));
-  if (binarize == "round") features = torch::round(features) * 2.0 - 1.0;
+  if (binarize == "round") {
+    // paddle.round rounds halves away from zero (torch::round: to even); round(x)·2 − 1 as PaddleClas.
+    const torch::Tensor t = torch::trunc(features);
+    features = torch::where((features - t).abs() == 0.5, t + torch::sign(features), torch::round(features)) * 2.0 - 1.0;
+  }
   if (binarize == "sign") features = torch::sign(features);
   return features;
 }

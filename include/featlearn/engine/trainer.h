@@ -43,7 +43,8 @@ struct FeatureSet {
 };
 
 // Global.feature_normalize / feature_binarize applied to [N, D] features; shared by eval and the exported
-// inference model so both produce the same features.
+// inference model so both produce the same features. L2 normalization first, then `round`: round(x)·2 − 1
+// with halves rounded away from zero (paddle.round), or `sign`: sign(x) (0 stays 0), as PaddleClas's eval.
 torch::Tensor postprocess_features(torch::Tensor features, bool normalize, const std::string& binarize);
 
 // The best evaluation so far (best_model), chosen by the first metric of Metric.Eval as PaddleClas does: a
