@@ -199,9 +199,9 @@ torch::Tensor triplet_angular_margin_loss(const torch::Tensor& features, const t
   torch::Tensor loss = reduce(torch::relu(s_an - s_ap + options.margin()), options.reduction());
   if (options.add_absolute()) {
     const torch::Tensor abs_ap = torch::relu(options.ap_value() - s_ap);
-    const torch::Tensor gap_an = s_an - options.an_value();
-    // PaddleClas keeps 1 (not 0) where s_an is already below an_value: a constant, no gradient.
-    const torch::Tensor abs_an = torch::where(gap_an > 0, gap_an, torch::ones_like(gap_an));
+    // A hinge: 0 where s_an is already below an_value (PaddleClas adds a constant 1 there, which inflates the
+    // reported loss without changing the gradient; docs/paddleclas-differences.md).
+    const torch::Tensor abs_an = torch::relu(s_an - options.an_value());
     loss = (abs_an.mean() + abs_ap.mean()) * options.absolute_loss_weight() + loss;
   }
   return loss;
