@@ -1,4 +1,5 @@
 // Loss registry (config keys = PaddleClas's constructor arguments, plus `weight`) and CombinedLoss.
+#include <featlearn/loss/distillation_losses.h>
 #include <featlearn/loss/deephash_losses.h>
 #include <featlearn/loss/loss.h>
 #include <featlearn/loss/losses.h>
@@ -11,24 +12,29 @@
 
 namespace featlearn {
 
-namespace {
-
-std::string read_feature_from(const ConfigNode& p) {
-  const std::string v = p.get<std::string>("feature_from", "features");
+std::string read_model_output(const ConfigNode& p, const std::string& key, const std::string& default_value) {
+  const ConfigNode n = p[key];
+  if (!n.defined() && default_value.empty()) p.fail("missing required key '" + key + "' (a model output)");
+  const std::string v = n.defined() ? n.as<std::string>() : default_value;
   static const std::vector<std::string> valid = {"features", "backbone", "neck", "logits"};
   if (std::find(valid.begin(), valid.end(), v) == valid.end())
-    p["feature_from"].fail("unknown model output '" + v + "'" + did_you_mean(v, valid) +
-                           " (valid: " + join(valid) + ")");
+    n.fail("unknown model output '" + v + "'" + did_you_mean(v, valid) + " (valid: " + join(valid) + ")");
   return v;
 }
 
-std::string read_reduction(const ConfigNode& p) {
+std::string read_loss_reduction(const ConfigNode& p) {
   const std::string v = p.get<std::string>("reduction", "mean");
   if (v == "none")
     p["reduction"].fail("'none' gives one loss per sample, but a training loss must be a scalar: use mean or sum");
   if (v != "mean" && v != "sum") p["reduction"].fail("expected mean or sum, got '" + v + "'");
   return v;
 }
+
+namespace {
+
+std::string read_feature_from(const ConfigNode& p) { return read_model_output(p, "feature_from", "features"); }
+
+std::string read_reduction(const ConfigNode& p) { return read_loss_reduction(p); }
 
 int64_t read_positive(const ConfigNode& p, const std::string& key, std::optional<int64_t> default_value) {
   const int64_t v = default_value ? p.get<int64_t>(key, *default_value) : p.require<int64_t>(key);
@@ -177,6 +183,8 @@ void register_builtin_losses() {
     p.check_keys({"weight", "reg_lambda"});
     return std::make_shared<NpairsLossImpl>(NpairsLossOptions().reg_lambda(p.get<double>("reg_lambda", 0.01)));
   });
+
+  register_distillation_losses();
 }
 
 // ---- CombinedLoss -------------------------------------------------------------------------------------------
@@ -196,20 +204,38 @@ CombinedLossImpl::CombinedLossImpl(const ConfigNode& list) {
          ++n)
       key = name + "_" + std::to_string(n);
     register_module(key, loss);
-    entries_.push_back({key, weight, std::move(loss)});
+    entries_.push_back({key, weight, std::move(loss), params.where()});
   }
 }
 
 CombinedLossImpl::Result CombinedLossImpl::forward(const ModelOutput& out, const torch::Tensor& labels) {
   Result r;
   for (const auto& e : entries_) {
-    torch::Tensor term = e.loss->forward(out, labels);
-    FL_ASSERT(term.defined() && term.numel() == 1, e.name + " must return a scalar");
-    term = term.reshape({});
-    r.total = r.total.defined() ? r.total + e.weight * term : e.weight * term;
-    r.terms.emplace_back(e.name, term);
+    for (auto& [sub, t] : e.loss->forward_terms(out, labels)) {
+      FL_ASSERT(t.defined() && t.numel() == 1, e.name + " must return a scalar");
+      const torch::Tensor term = t.reshape({});
+      r.total = r.total.defined() ? r.total + e.weight * term : e.weight * term;
+      r.terms.emplace_back(sub.empty() ? e.name : e.name + "." + sub, term);
+    }
   }
   return r;
+}
+
+void CombinedLossImpl::check_models(const std::vector<std::string>& model_names) const {
+  for (const auto& e : entries_) {
+    const auto wanted = e.loss->model_names();
+    if (model_names.empty() && !wanted.empty())
+      throw ConfigError(e.where + ": " + e.name + " compares the models of an Arch.name: DistillationModel (" +
+                        join(wanted) + "), but Arch is a RecModel");
+    if (!model_names.empty() && wanted.empty())
+      throw ConfigError(e.where + ": " + e.name + " reads a single model's output, but Arch is a DistillationModel (" +
+                        join(model_names) + "): use the Distillation losses (DistillationGTCELoss, "
+                        "DistillationDMLLoss, DistillationDistanceLoss), which name the models they read");
+    for (const auto& w : wanted)
+      if (std::find(model_names.begin(), model_names.end(), w) == model_names.end())
+        throw ConfigError(e.where + ": " + e.name + " reads model '" + w + "', which is not in Arch.models" +
+                          did_you_mean(w, model_names) + " (models: " + join(model_names) + ")");
+  }
 }
 
 std::vector<std::string> CombinedLossImpl::names() const {

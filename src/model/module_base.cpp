@@ -16,6 +16,18 @@ const torch::Tensor& ModelOutput::get(const std::string& key) const {
   return *t;
 }
 
+const ModelOutput& ModelOutput::model(const std::string& name) const {
+  std::vector<std::string> names;
+  for (const auto& m : models) {
+    if (m.first == name) return m.second;
+    names.push_back(m.first);
+  }
+  if (names.empty())
+    throw Error("model output '" + name + "' is not available: the model is a RecModel, not a DistillationModel");
+  throw Error("no model named '" + name + "' in the DistillationModel" + did_you_mean(name, names) +
+              " (models: " + join(names) + ")");
+}
+
 Registry<BackbonePtr>& backbone_registry() {
   static Registry<BackbonePtr> r("Arch.Backbone");
   return r;

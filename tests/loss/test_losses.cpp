@@ -7,6 +7,8 @@
 #include <featlearn/loss/loss.h>
 #include <featlearn/loss/losses.h>
 
+#include "gradient_check.h"
+
 #include <cmath>
 #include <functional>
 #include <limits>
@@ -51,32 +53,6 @@ Mat normalized(Mat m, double eps_add = 0) {
   return m;
 }
 double relu(double v) { return v > 0 ? v : 0; }
-
-// Central differences vs autograd, in double.
-void expect_gradients_match(const std::function<torch::Tensor(const torch::Tensor&)>& f, const torch::Tensor& x0,
-                            double tol = 1e-6) {
-  torch::Tensor x = x0.clone().set_requires_grad(true);
-  torch::Tensor y = f(x);
-  ASSERT_EQ(y.numel(), 1);
-  y.backward();
-  const torch::Tensor g = x.grad();
-  ASSERT_TRUE(g.defined());
-  EXPECT_GT(g.abs().max().item<double>(), 1e-8) << "gradient is zero: the check would prove nothing";
-  torch::NoGradGuard no_grad;
-  const double h = 1e-6;
-  torch::Tensor flat = x0.clone().reshape({-1});
-  for (int64_t i = 0; i < flat.numel(); ++i) {
-    const double v = flat[i].item<double>();
-    flat[i] = v + h;
-    const double up = f(flat.view(x0.sizes())).item<double>();
-    flat[i] = v - h;
-    const double down = f(flat.view(x0.sizes())).item<double>();
-    flat[i] = v;
-    const double numeric = (up - down) / (2 * h);
-    const double analytic = g.reshape({-1})[i].item<double>();
-    EXPECT_NEAR(analytic, numeric, tol * std::max(1.0, std::abs(numeric))) << "element " << i;
-  }
-}
 
 Config yaml(const std::string& text) { return Config::from_string(text, "loss.yaml"); }
 

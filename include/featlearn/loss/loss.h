@@ -29,6 +29,14 @@ class LossImpl : public torch::nn::Module {
   // requires: `labels` is [N] or [N, 1] integer ids of the batch whose model output is `out`.
   // ensures: returns a scalar tensor (differentiable w.r.t. the inputs it reads and its own parameters).
   virtual torch::Tensor forward(const ModelOutput& out, const torch::Tensor& labels) = 0;
+  // The loss as named terms, each a scalar, whose sum is forward(): the Distillation* losses have one term per
+  // model or model pair, named as PaddleClas's loss dict ("CELoss_Student"). Default: one unnamed term.
+  virtual std::vector<std::pair<std::string, torch::Tensor>> forward_terms(const ModelOutput& out,
+                                                                           const torch::Tensor& labels) {
+    return {{"", forward(out, labels)}};
+  }
+  // The DistillationModel sub-models this loss reads (ModelOutput::models); empty: it reads one model's output.
+  virtual std::vector<std::string> model_names() const { return {}; }
 };
 using LossPtr = std::shared_ptr<LossImpl>;
 
@@ -37,8 +45,14 @@ using LossPtr = std::shared_ptr<LossImpl>;
 Registry<LossPtr>& loss_registry();
 // Fills loss_registry() with CELoss, SupConLoss, TripletLoss, TripletLossV2, CenterLoss, PairwiseCosface,
 // TripletAngularMarginLoss, TripletAngularMarginLoss_XBM, ContrastiveLoss, ContrastiveLoss_XBM, MSMLoss,
-// EmlLoss, NpairsLoss. Idempotent.
+// EmlLoss, NpairsLoss, and the distillation losses (distillation_losses.h). Idempotent.
 void register_builtin_losses();
+
+// Config readers shared by the loss factories. `key` names a model output (backbone|neck|features|logits);
+// an empty default makes the key required.
+std::string read_model_output(const ConfigNode& p, const std::string& key, const std::string& default_value);
+// `reduction`: mean (default) or sum; none is refused (a training loss must be a scalar).
+std::string read_loss_reduction(const ConfigNode& p);
 
 // A Loss.Train / Loss.Eval list: `- Name: {weight: w, ...params}` entries; total = Σ weight·loss.
 // `weight` defaults to 1.0 (PaddleClas requires it). Unlike PaddleClas, the weight is applied also when the
@@ -51,7 +65,8 @@ class CombinedLossImpl : public torch::nn::Module {
 
   struct Result {
     torch::Tensor total;                                          // scalar Σ weight·term
-    std::vector<std::pair<std::string, torch::Tensor>> terms;     // unweighted, by config name, list order
+    // unweighted, by config name, list order; a loss with named terms gives "<config name>.<term>" each
+    std::vector<std::pair<std::string, torch::Tensor>> terms;
   };
   Result forward(const ModelOutput& out, const torch::Tensor& labels);
 
@@ -62,12 +77,17 @@ class CombinedLossImpl : public torch::nn::Module {
   std::vector<torch::Tensor> parameters_of(const std::string& loss_name) const;
   // The loss module itself (throws Error for a name not in the list).
   LossPtr loss(const std::string& loss_name) const;
+  // Checks that every loss fits the model: `model_names` are a DistillationModel's sub-models (empty for a
+  // RecModel). A Distillation* loss needs a DistillationModel that has the models it names; any other loss
+  // needs a RecModel. Throws ConfigError naming the loss's config line.
+  void check_models(const std::vector<std::string>& model_names) const;
 
  private:
   struct Entry {
     std::string name;
     double weight;
     LossPtr loss;
+    std::string where;  // the list item's "file:line: path", for check_models
   };
   const Entry& entry(const std::string& loss_name) const;
   std::vector<Entry> entries_;

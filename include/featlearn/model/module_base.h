@@ -8,6 +8,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace featlearn {
@@ -20,6 +21,11 @@ struct ModelOutput {
   torch::Tensor logits;    // Head(features or backbone per head_feature_from, label), if a Head exists
   // By name: "backbone", "neck", "features", "logits"; throws Error for an absent/unknown key.
   const torch::Tensor& get(const std::string& key) const;
+  // DistillationModel (model/distillation_model.h): every sub-model's output by name, in Arch.models order;
+  // the four tensors above are then the infer_model_name model's. Empty for a RecModel.
+  std::vector<std::pair<std::string, ModelOutput>> models;
+  // The sub-model output `name`; throws Error naming the models there are.
+  const ModelOutput& model(const std::string& name) const;
 };
 
 // A backbone network. Children are registered in execution order so that BackboneStopLayer can truncate

@@ -17,26 +17,29 @@
 #include <torch/types.h>
 
 #include <featlearn/config/config.h>
+#include <featlearn/model/arch.h>
 #include <featlearn/model/module_base.h>
 
 #include <string>
 
 namespace featlearn {
 
-class RecModelImpl : public torch::nn::Module {
+class RecModelImpl : public ArchModelImpl {
  public:
   // `arch` is the Arch node. Calls register_builtin_models(). Throws ConfigError naming the key and line.
   // `image_shape` is Global.image_shape (C x H x W, may be empty): the input the BackboneStopLayer.output_dim
   // check probes with.
   explicit RecModelImpl(const ConfigNode& arch, const std::vector<int64_t>& image_shape = {});
   // images: [N, C, H, W]. labels: [N] int64, or undefined (eval / inference: heads without a label).
-  ModelOutput forward(torch::Tensor images, torch::Tensor labels = {});
+  ModelOutput forward(torch::Tensor images, torch::Tensor labels = {}) override;
+  std::string arch_name() const override { return "RecModel"; }
+  RecModelImpl& infer_model() override { return *this; }
 
   BackbonePtr backbone() const { return backbone_; }
   NeckPtr neck() const { return neck_; }  // nullptr if absent
   HeadPtr head() const { return head_; }  // nullptr if absent
-  const std::string& infer_output_key() const { return infer_output_key_; }
-  bool infer_add_softmax() const { return infer_add_softmax_; }
+  const std::string& infer_output_key() const override { return infer_output_key_; }
+  bool infer_add_softmax() const override { return infer_add_softmax_; }
   const std::string& head_feature_from() const { return head_feature_from_; }
 
  private:
