@@ -175,7 +175,11 @@ std::unique_ptr<DataLoader> DataLoader::create(const ConfigNode& section, const 
   if (!section["dataset"].defined()) section.fail("missing 'dataset'");
   auto ds_node = section["dataset"];
   // The transforms are built first: config errors there should not wait for a scan of the image files.
-  auto pipeline = std::make_shared<TransformPipeline>(TransformPipeline::create(ds_node["transform_ops"]));
+  // A dataset with `backend: pil` (VeriWild, Market1501, ...) hands PIL images to the ops (ImageState::pil).
+  const auto backend = ds_node["backend"];
+  const bool pil_input = backend.defined() && backend.is_scalar() && backend.as<std::string>() == "pil";
+  auto pipeline =
+      std::make_shared<TransformPipeline>(TransformPipeline::create(ds_node["transform_ops"], pil_input));
   std::shared_ptr<const Dataset> ds = create_dataset(ds_node);
   if (ds->size() == 0) ds_node.fail("the dataset is empty");
   std::shared_ptr<const BatchSampler> sampler(

@@ -131,6 +131,8 @@ const TransformRegistry& transform_registry() {
   static const TransformRegistry reg = [] {
     TransformRegistry r("transform op");
     transform_detail::add_geometry_ops(r);
+    transform_detail::add_vision_ops(r);
+    transform_detail::add_autoaugment_ops(r);
     transform_detail::add_color_ops(r);
     transform_detail::add_tensor_ops(r);
     r.add("DecodeImage", [](const ConfigNode& p, ImageState*) -> TransformPtr {
@@ -145,9 +147,10 @@ const TransformRegistry& transform_registry() {
 
 // -----------------------------------------------------------------------------------------------------------------
 
-TransformPipeline TransformPipeline::create(const ConfigNode& ops) {
+TransformPipeline TransformPipeline::create(const ConfigNode& ops, bool pil_input) {
   TransformPipeline tp;
   ImageState st;
+  st.pil = pil_input;
   if (!ops.defined()) {
     tp.out_ = st;
     return tp;
@@ -167,6 +170,7 @@ TransformPipeline TransformPipeline::create(const ConfigNode& ops) {
       tp.to_rgb_ = params.get<bool>("to_rgb", true);
       st.rgb = tp.to_rgb_;
       st.chw = params.get<bool>("channel_first", false);
+      st.pil = false;  // DecodeImage gives an array
       first = 1;
     }
   }

@@ -217,10 +217,12 @@ class AugMix : public Transform {
 void add_color_ops(TransformRegistry& r) {
   r.add("ColorJitter", [](const ConfigNode& p, ImageState* st) {
     require_uint8(p, *st, "ColorJitter");
+    st->pil = false;  // PaddleClas's ColorJitter returns an array
     return std::make_shared<ColorJitter>(p, *st);
   });
   r.add("AugMix", [](const ConfigNode& p, ImageState* st) {
     require_uint8(p, *st, "AugMix");
+    st->pil = false;  // returns an array
     return std::make_shared<AugMix>(p);
   });
 }

@@ -1,6 +1,7 @@
 // Geometric transform ops: ResizeImage, RandCropImage, RandCropImageV2, CropImage, RandFlipImage, Pad,
-// RandomRotation (PaddleClas semantics; keys documented in include/featlearn/data/transforms.h). Resizing with
-// `backend: pil` uses Pillow's filters (include/featlearn/data/pil_ops.h, docs/data.md#pillow-parity).
+// RandomRotation (PaddleClas semantics; keys documented in include/featlearn/data/transforms.h), and the Resizer
+// and Padding helpers the paddle.vision ops (transforms_vision.cpp) share. Resizing with `backend: pil` uses
+// Pillow's filters (include/featlearn/data/pil_ops.h, docs/data.md#pillow-parity).
 #include "transforms_internal.h"
 
 #include <featlearn/data/pil_ops.h>
@@ -13,61 +14,149 @@
 #include <cmath>
 
 namespace featlearn::transform_detail {
-namespace {
 
 // ---------------------------------------------------------------------------------------------------------------
-// Resizing as PaddleClas's UnifiedResize: OpenCV's cv::resize for backend cv2 (default interpolation bilinear),
-// Pillow's Image.resize for backend pil (names nearest, bilinear, bicubic, box, lanczos, hamming; default
-// bicubic, Pillow's own default, since PaddleClas passes no filter when none is configured). "random" picks
-// bilinear or bicubic per sample with either backend.
-class Resizer {
- public:
-  Resizer(const ConfigNode& p, const ImageState& st, const char* op) {
-    pil_ = read_backend(p, "cv2") == "pil";
-    if (!pil_) {
-      cv_interp_ = read_interp(p, "interpolation", cv::INTER_LINEAR);
-      random_ = cv_interp_ < 0;
-      return;
+// Resizer: UnifiedResize (OpenCV for backend cv2, Pillow for backend pil; "random" picks bilinear or bicubic per
+// sample with either) and paddle.vision's F.resize (the library follows the image type). Bilinear by default:
+// PaddleClas's UnifiedResize passes Image.BILINEAR to Pillow when no interpolation is configured.
+
+Resizer::Resizer(const ConfigNode& p, const ImageState& st, const char* op) {
+  pil_ = read_backend(p, "cv2") == "pil";
+  if (pil_) {
+    init_pil(p, st, op, true);
+    return;
+  }
+  cv_interp_ = read_interp(p, "interpolation", cv::INTER_LINEAR);
+  random_ = cv_interp_ < 0;
+}
+
+Resizer Resizer::vision(const ConfigNode& p, const ImageState& st, const char* op) {
+  Resizer r;
+  r.pil_ = st.pil;
+  if (r.pil_) {
+    r.init_pil(p, st, op, false);
+    return r;
+  }
+  auto n = p["interpolation"];
+  if (!n.defined()) return r;
+  const std::string name = n.as<std::string>();  // paddle.vision's names are case-sensitive
+  const std::vector<std::pair<std::string, int>> names = {{"nearest", cv::INTER_NEAREST},
+                                                          {"bilinear", cv::INTER_LINEAR},
+                                                          {"area", cv::INTER_AREA},
+                                                          {"bicubic", cv::INTER_CUBIC},
+                                                          {"lanczos", cv::INTER_LANCZOS4}};
+  for (const auto& [k, v] : names)
+    if (k == name) {
+      r.cv_interp_ = v;
+      return r;
     }
-    if (st.is_float || st.channels != 3)
-      p.fail(std::string(op) + " with backend: pil resizes 8-bit 3-channel images (as Pillow does); move it "
-                               "before NormalizeImage or set backend: cv2");
-    auto n = p["interpolation"];
-    if (!n.defined()) return;
-    const std::string name = lower(n.as<std::string>());
-    if (name == "random") {
-      random_ = true;
-    } else if (auto f = pil_filter_from_name(name)) {
-      filter_ = *f;
+  n.fail("'" + name + "' is not an OpenCV interpolation of paddle.vision" +
+         did_you_mean(name, {"nearest", "bilinear", "area", "bicubic", "lanczos"}) +
+         " (the image is an array here; use nearest, bilinear, area, bicubic or lanczos)");
+}
+
+void Resizer::init_pil(const ConfigNode& p, const ImageState& st, const char* op, bool allow_random) {
+  if (st.is_float || st.channels != 3)
+    p.fail(std::string(op) + " resizing with Pillow works on 8-bit 3-channel images (as Pillow does); move it "
+                             "before NormalizeImage" + (allow_random ? " or set backend: cv2" : ""));
+  auto n = p["interpolation"];
+  if (!n.defined()) return;
+  const std::string name = allow_random ? lower(n.as<std::string>()) : n.as<std::string>();
+  if (allow_random && name == "random") {
+    random_ = true;
+  } else if (auto f = pil_filter_from_name(name)) {
+    filter_ = *f;
+  } else {
+    std::vector<std::string> valid = {"nearest", "bilinear", "bicubic", "box", "lanczos", "hamming"};
+    if (allow_random) valid.push_back("random");
+    n.fail("'" + n.as<std::string>() + "' is not a Pillow filter" + did_you_mean(name, valid) +
+           (allow_random ? " (with backend: pil use nearest, bilinear, bicubic, box, lanczos, hamming or random)"
+                         : " (the image is a PIL image here; use nearest, bilinear, bicubic, box, lanczos or "
+                           "hamming)"));
+  }
+}
+
+void Resizer::resize(cv::Mat& img, cv::Size size, Rng& rng) const {
+  const bool cubic = random_ && rng.randint(0, 1) == 1;  // drawn even for a same-size image, as PaddleClas
+  if (img.size() == size) return;  // both libraries copy a same-size image unchanged
+  if (pil_) {
+    img = pil_resize(img, size, random_ ? (cubic ? PilFilter::kBicubic : PilFilter::kBilinear) : filter_);
+    return;
+  }
+  cv::Mat out;
+  cv::resize(img, out, size, 0, 0, random_ ? (cubic ? cv::INTER_CUBIC : cv::INTER_LINEAR) : cv_interp_);
+  img = out;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Padding (paddle.vision's F.pad: the same pixels for PIL images and arrays)
+
+Padding Padding::read(const ConfigNode& p, const std::string& padding_key) {
+  Padding pad;
+  auto n = p[padding_key];
+  if (!n.defined()) p.fail("missing required key '" + padding_key + "'");
+  if (n.is_scalar()) {
+    pad.left = pad.top = pad.right = pad.bottom = n.as<int>();
+  } else {
+    const auto v = n.as<std::vector<int>>();
+    if (v.size() == 2) {
+      pad.left = pad.right = v[0];
+      pad.top = pad.bottom = v[1];
+    } else if (v.size() == 4) {
+      pad.left = v[0], pad.top = v[1], pad.right = v[2], pad.bottom = v[3];
     } else {
-      n.fail("'" + n.as<std::string>() + "' is not a Pillow filter" +
-             did_you_mean(name, {"nearest", "bilinear", "bicubic", "box", "lanczos", "hamming", "random"}) +
-             " (with backend: pil use nearest, bilinear, bicubic, box, lanczos, hamming or random)");
+      n.fail("expected an int, [left/right, top/bottom] or [left, top, right, bottom]");
     }
   }
+  if (std::min({pad.left, pad.top, pad.right, pad.bottom}) < 0) n.fail("padding must not be negative");
+  const Padding style = read_style(p);
+  pad.fill = style.fill;
+  pad.border = style.border;
+  return pad;
+}
 
-  void resize(cv::Mat& img, cv::Size size, Rng& rng) const {
-    const bool cubic = random_ && rng.randint(0, 1) == 1;  // drawn even for a same-size image, as PaddleClas
-    if (img.size() == size) return;  // both libraries copy a same-size image unchanged
-    if (pil_) {
-      img = pil_resize(img, size, random_ ? (cubic ? PilFilter::kBicubic : PilFilter::kBilinear) : filter_);
-      return;
-    }
-    cv::Mat out;
-    cv::resize(img, out, size, 0, 0, random_ ? (cubic ? cv::INTER_CUBIC : cv::INTER_LINEAR) : cv_interp_);
-    img = out;
-  }
+Padding Padding::read_style(const ConfigNode& p) {
+  Padding pad;
+  pad.fill = read_fill(p["fill"], 0);
+  const auto mode = p.get<std::string>("padding_mode", "constant");
+  if (mode == "constant") pad.border = cv::BORDER_CONSTANT;
+  else if (mode == "edge") pad.border = cv::BORDER_REPLICATE;
+  else if (mode == "reflect") pad.border = cv::BORDER_REFLECT_101;
+  else if (mode == "symmetric") pad.border = cv::BORDER_REFLECT;
+  else p["padding_mode"].fail("expected constant, edge, reflect or symmetric");
+  return pad;
+}
 
- private:
-  bool pil_ = false, random_ = false;
-  int cv_interp_ = cv::INTER_LINEAR;
-  PilFilter filter_ = PilFilter::kBicubic;
-};
+Padding Padding::style() const {
+  Padding s;
+  s.border = border;
+  s.fill = fill;
+  return s;
+}
+
+void Padding::apply(cv::Mat& img) const {
+  if (left == 0 && top == 0 && right == 0 && bottom == 0) return;
+  cv::Mat out;
+  cv::copyMakeBorder(img, out, top, bottom, left, right, border, fill);
+  img = out;
+}
+
+void check_image_keys(const ConfigNode& p) {
+  auto n = p["keys"];
+  if (!n.defined()) return;
+  if (!n.is_seq() || n.size() != 1 || n.at(0).as<std::string>() != "image")
+    n.fail("only images travel through the pipeline: leave keys out or write [image]");
+}
+
+namespace {
 
 class ResizeImage : public Transform {
  public:
-  ResizeImage(const ConfigNode& p, const ImageState& st) : resizer_(p, st, "ResizeImage") {
+  ResizeImage(const ConfigNode& p, ImageState& st) : resizer_(p, st, "ResizeImage") {
     p.check_keys({"size", "resize_short", "interpolation", "backend", "return_numpy"});
+    // UnifiedResize returns a PIL image only for backend pil with return_numpy: False (paddle.vision ops after
+    // it then resize with Pillow).
+    st.pil = read_backend(p, "cv2") == "pil" && !p.get<bool>("return_numpy", true);
     if (p["resize_short"].defined() && p["resize_short"].as<int>() > 0) {
       resize_short_ = p["resize_short"].as<int>();
     } else if (p["size"].defined()) {
@@ -99,7 +188,8 @@ class ResizeImage : public Transform {
 
 class RandCropImage : public Transform {
  public:
-  RandCropImage(const ConfigNode& p, const ImageState& st) : resizer_(p, st, "RandCropImage") {
+  RandCropImage(const ConfigNode& p, ImageState& st) : resizer_(p, st, "RandCropImage") {
+    st.pil = false;  // UnifiedResize returns an array
     p.check_keys({"size", "progress_size", "scale", "ratio", "interpolation", "use_log_aspect", "backend"});
     size_ = read_size(p["size"]);
     if (p["progress_size"].defined()) p["progress_size"].fail("progress_size is not supported");
@@ -189,45 +279,18 @@ class RandFlipImage : public Transform {
  private:
   int code_;
 };
+// PaddleClas's Pad (ImageOps.expand for backend pil, cv2.copyMakeBorder for cv2: the same pixels).
 class Pad : public Transform {
  public:
-  explicit Pad(const ConfigNode& p) {
+  explicit Pad(const ConfigNode& p) : pad_(Padding::read(p, "padding")) {
     p.check_keys({"padding", "fill", "padding_mode", "backend"});
-    auto n = p["padding"];
-    if (!n.defined()) p.fail("missing required key 'padding'");
-    if (n.is_scalar()) {
-      l_ = t_ = r_ = b_ = n.as<int>();
-    } else {
-      const auto v = n.as<std::vector<int>>();
-      if (v.size() == 2) {
-        l_ = r_ = v[0];
-        t_ = b_ = v[1];
-      } else if (v.size() == 4) {
-        l_ = v[0], t_ = v[1], r_ = v[2], b_ = v[3];
-      } else {
-        n.fail("expected an int, [left/right, top/bottom] or [left, top, right, bottom]");
-      }
-    }
-    if (std::min({l_, t_, r_, b_}) < 0) n.fail("padding must not be negative");
-    fill_ = read_fill(p["fill"], 0);
-    const auto mode = p.get<std::string>("padding_mode", "constant");
-    if (mode == "constant") border_ = cv::BORDER_CONSTANT;
-    else if (mode == "edge") border_ = cv::BORDER_REPLICATE;
-    else if (mode == "reflect") border_ = cv::BORDER_REFLECT_101;
-    else if (mode == "symmetric") border_ = cv::BORDER_REFLECT;
-    else p["padding_mode"].fail("expected constant, edge, reflect or symmetric");
     read_backend(p, "pil");  // both backends pad alike
   }
-  void apply(cv::Mat& img, Rng&) const override {
-    cv::Mat out;
-    cv::copyMakeBorder(img, out, t_, b_, l_, r_, border_, fill_);
-    img = out;
-  }
+  void apply(cv::Mat& img, Rng&) const override { pad_.apply(img); }
   std::string name() const override { return "Pad"; }
 
  private:
-  int l_ = 0, t_ = 0, r_ = 0, b_ = 0, border_ = cv::BORDER_CONSTANT;
-  cv::Scalar fill_;
+  Padding pad_;
 };
 
 class RandomRotation : public Transform {
@@ -294,7 +357,13 @@ void add_geometry_ops(TransformRegistry& r) {
   r.add("CropImage", [](const ConfigNode& p, ImageState*) { return std::make_shared<CropImage>(p); });
   r.add("RandFlipImage", [](const ConfigNode& p, ImageState*) { return std::make_shared<RandFlipImage>(p); });
   r.add("Pad", [](const ConfigNode& p, ImageState*) { return std::make_shared<Pad>(p); });
-  r.add("RandomRotation", [](const ConfigNode& p, ImageState*) { return std::make_shared<RandomRotation>(p); });
+  r.add("RandomRotation", [](const ConfigNode& p, ImageState* st) {
+    if (st->pil)
+      p.fail("RandomRotation of a PIL image (dataset backend pil or ResizeImage return_numpy: False before it) "
+             "rotates with Pillow in paddle.vision, which featlearn does not reproduce; put it where the image is "
+             "an array");
+    return std::make_shared<RandomRotation>(p);
+  });
 }
 
 }  // namespace featlearn::transform_detail

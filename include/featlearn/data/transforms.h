@@ -11,13 +11,14 @@
 //                                                implicit first op when absent; OpenCV decodes with either
 //                                                backend. max_pixels (featlearn): larger images are bad images,
 //                                                refused from the header before decoding (docs/data.md#decoding)
-//   ResizeImage(size int|[w,h] | resize_short, interpolation, backend=cv2, return_numpy)
+//   ResizeImage(size int|[w,h] | resize_short, interpolation, backend=cv2, return_numpy=true)
+//                                                return_numpy false with backend pil: a PIL image follows
 //   RandCropImage(size int|[w,h], scale=[0.08,1], ratio=[3/4,4/3], interpolation, use_log_aspect=false,
 //                 progress_size, backend=cv2)   random area/aspect crop resized to size
 //     Resizing (PaddleClas's UnifiedResize): backend cv2 = OpenCV, interpolation nearest|bilinear|area|bicubic|
 //     lanczos|random, default bilinear; backend pil = Pillow 9.4's Image.resize to the bit (antialiased when
 //     shrinking; include/featlearn/data/pil_ops.h), interpolation nearest|bilinear|bicubic|box|lanczos|hamming|
-//     random, default bicubic (Pillow's default). random = bilinear or bicubic per image.
+//     random, default bilinear (UnifiedResize passes Image.BILINEAR). random = bilinear or bicubic per image.
 //   RandCropImageV2(size int|[w,h])              random crop without resize
 //   CropImage(size int|[w,h])                    center crop
 //   RandFlipImage(flip_code=1)                   1 horizontal, 0 vertical, -1 both; with probability 1/2
@@ -26,6 +27,13 @@
 //   AugMix(prob=0.5, aug_prob_coeff=0.1, mixture_width=3, mixture_depth=1 (-1: random 1..3),
 //          aug_severity=1)                       ops: autocontrast, equalize, posterize, rotate, solarize,
 //                                                shear_x, shear_y, translate_x, translate_y (Pillow-exact)
+//   TimmAutoAugment(prob=1, config_str=rand-m9-mstd0.5-inc1, interpolation=bicubic (bilinear|random),
+//                   img_size=224 (int or list), mean=[0.485,0.456,0.406])   include/featlearn/data/autoaugment.h
+//   paddle.vision ops (size is [h, w]; Pillow for PIL images, OpenCV for arrays; keys: absent or [image]):
+//   Resize(size int (shorter side) | [h,w], interpolation=bilinear, keys)
+//   RandomResizedCrop(size int|[h,w], scale=[0.08,1], ratio=[3/4,4/3], interpolation=bilinear, keys)
+//   CenterCrop(size int|[h,w], keys)     RandomHorizontalFlip(prob=0.5, keys)
+//   RandomCrop(size int|[h,w], padding (as Pad), pad_if_needed=false, fill=0, padding_mode=constant, keys)
 //   ColorJitter(prob=2, brightness=0, contrast=0, saturation=0, hue=0, keys)  random order of the four
 //   RandomRotation(prob=0.5, degrees, interpolation=nearest|bilinear|bicubic, expand=false, center, fill=0,
 //                  keys)
@@ -57,6 +65,9 @@ struct ImageState {
   bool chw = false;       // logical layout; the Mat stays HWC
   bool rgb = true;        // channel order (DecodeImage.to_rgb)
   int channels = 3;
+  // The image is a PIL image in PaddleClas (dataset backend pil; ResizeImage backend pil with return_numpy:
+  // False): paddle.vision's ops (Resize, RandomResizedCrop) then resize with Pillow instead of OpenCV.
+  bool pil = false;
 };
 
 class Transform {
@@ -74,8 +85,9 @@ constexpr int64_t kDefaultMaxImagePixels = 178956970;
 
 class TransformPipeline {
  public:
-  // `ops` is a transform_ops list node (may be undefined or null: decode only).
-  static TransformPipeline create(const ConfigNode& ops);
+  // `ops` is a transform_ops list node (may be undefined or null: decode only). `pil_input`: the dataset hands
+  // PIL images to the ops (its `backend: pil`), see ImageState::pil.
+  static TransformPipeline create(const ConfigNode& ops, bool pil_input = false);
 
   // Reads and decodes an image file (DecodeImage semantics). Throws BadImageError naming the file when it
   // cannot be read or decoded, is a truncated PNG/JPEG, or has more than DecodeImage.max_pixels pixels.
