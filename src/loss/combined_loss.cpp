@@ -3,6 +3,7 @@
 #include <featlearn/loss/deephash_losses.h>
 #include <featlearn/loss/loss.h>
 #include <featlearn/loss/losses.h>
+#include <featlearn/loss/metabin_losses.h>
 
 #include <torch/torch.h>
 
@@ -96,6 +97,7 @@ void register_builtin_losses() {
   auto& r = loss_registry();
   if (r.contains("CELoss")) return;
   register_deephash_losses();  // DCHLoss, DSHSDLoss, LCDSHLoss (deephash_losses.h)
+  register_metabin_losses();   // CELossForMetaBIN, TripletLossForMetaBIN, Intra/InterDomain... (metabin_losses.h)
 
   r.add("CELoss", [](const ConfigNode& p) -> LossPtr {
     p.check_keys({"weight", "epsilon", "reduction"});

@@ -1,4 +1,5 @@
 #include <featlearn/model/necks.h>
+#include <featlearn/model/metabin.h>
 
 #include <torch/torch.h>
 
@@ -226,6 +227,8 @@ torch::Tensor TanhNeckImpl::forward(torch::Tensor x) { return torch::tanh(x); }
 
 void register_builtin_necks() {
   auto& r = neck_registry();
+  // MetaBNNeck and its backbone, ResNet50_metabin, are registered together (model/metabin.h).
+  register_metabin_models();
   // Re-adding replaces the same factories: idempotent.
   r.add("VehicleNeck", [](const ConfigNode& n) -> NeckPtr {
     return std::make_shared<VehicleNeckImpl>(VehicleNeckOptions::from_config(n));

@@ -8,6 +8,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 #include <iostream>
 #include <optional>
@@ -127,6 +128,7 @@ struct OptimizerSet::Entry {
   std::optional<double> clip_norm;
   std::unique_ptr<torch::optim::Optimizer> torch_opt;  // every kind but RMSProp
   std::vector<std::unique_ptr<torch::optim::OptimizerOptions>> group_options;  // as configured, re-applied on load
+  std::vector<double> group_lr_factor;  // per torch param group: lr multiplier (LrMultipliers), 1 by default
   // RMSProp. Paddle's rule differs from torch::optim::RMSprop (epsilon inside the sqrt, lr inside the
   // velocity), so it is implemented here. Tensors are created at a parameter's first gradient.
   double rho = 0.95, epsilon = 1e-6, momentum = 0;
@@ -140,7 +142,8 @@ namespace {
 std::unique_ptr<OptimizerSet::Entry> make_entry(const std::string& name, const ConfigNode& params,
                                                 const std::string& scope, const ConfigNode& scope_where,
                                                 bool allow_scope, const ParameterScopes& scopes,
-                                                int64_t iters_per_epoch, int64_t epochs) {
+                                                int64_t iters_per_epoch, int64_t epochs,
+                                                const LrMultipliers& multipliers) {
   auto e = std::make_unique<OptimizerSet::Entry>();
   e->name = name;
   e->scope = scope;
@@ -236,6 +239,19 @@ std::unique_ptr<OptimizerSet::Entry> make_entry(const std::string& name, const C
     e->decay.push_back(decay);
   }
 
+  // Per-parameter lr multipliers (SGD / Momentum only).
+  auto factor_of = [&](const torch::Tensor& p) {
+    for (const auto& m : multipliers)
+      if (m.first.unsafeGetTensorImpl() == p.unsafeGetTensorImpl()) return m.second;
+    return 1.0;
+  };
+  if (e->kind != OptKind::kSGD && e->kind != OptKind::kMomentum)
+    for (size_t j = 0; j < e->params.size(); ++j)
+      if (factor_of(e->params[j]) != 1.0)
+        params.fail(fmt::format("parameter '{}' has an lr multiplier of {} (e.g. Arch.Backbone.bias_lr_factor), "
+                                "which featlearn supports with SGD and Momentum only",
+                                e->param_names[j], factor_of(e->params[j])));
+
   // Update rule.
   const double lr0 = e->schedule->lr_at(0);
   auto betas = [&]() {
@@ -264,8 +280,39 @@ std::unique_ptr<OptimizerSet::Entry> make_entry(const std::string& name, const C
         nesterov = params.get<bool>("use_nesterov", false) && mu > 0;  // mu = 0: nesterov is plain SGD
       }
       auto opts = torch::optim::SGDOptions(lr0).momentum(mu).nesterov(nesterov);
-      groups.emplace_back(e->params, std::make_unique<torch::optim::SGDOptions>(opts));
-      e->group_options.push_back(std::make_unique<torch::optim::SGDOptions>(opts));
+      // One param group per lr multiplier (first-seen order); e->params is put in group order so that saved
+      // states line up with parameters.
+      std::vector<double> factors;
+      std::vector<std::vector<size_t>> members;
+      for (size_t j = 0; j < e->params.size(); ++j) {
+        const double f = factor_of(e->params[j]);
+        auto it = std::find(factors.begin(), factors.end(), f);
+        if (it == factors.end()) factors.push_back(f), members.emplace_back();
+        members[std::find(factors.begin(), factors.end(), f) - factors.begin()].push_back(j);
+      }
+      std::vector<torch::Tensor> ordered;
+      std::vector<std::string> ordered_names;
+      std::vector<bool> ordered_decay;
+      for (size_t gi = 0; gi < factors.size(); ++gi) {
+        std::vector<torch::Tensor> group;
+        for (size_t j : members[gi]) {
+          group.push_back(e->params[j]);
+          ordered.push_back(e->params[j]);
+          ordered_names.push_back(e->param_names[j]);
+          ordered_decay.push_back(e->decay[j]);
+        }
+        groups.emplace_back(group, std::make_unique<torch::optim::SGDOptions>(opts));
+        e->group_options.push_back(std::make_unique<torch::optim::SGDOptions>(opts));
+        e->group_lr_factor.push_back(factors[gi]);
+      }
+      e->params = ordered;
+      e->param_names = ordered_names;
+      e->decay = ordered_decay;
+      if (groups.empty()) {  // no parameters: torch's optimizer still wants a group
+        groups.emplace_back(std::vector<torch::Tensor>{}, std::make_unique<torch::optim::SGDOptions>(opts));
+        e->group_options.push_back(std::make_unique<torch::optim::SGDOptions>(opts));
+        e->group_lr_factor.push_back(1.0);
+      }
       e->torch_opt = std::make_unique<torch::optim::SGD>(groups, opts);
       break;
     }
@@ -353,7 +400,9 @@ void OptimizerSet::Entry::step(double lr) {
     }
   }
   if (torch_opt) {
-    for (auto& group : torch_opt->param_groups()) group.options().set_lr(lr);
+    auto& pgroups = torch_opt->param_groups();
+    for (size_t gi = 0; gi < pgroups.size(); ++gi)
+      pgroups[gi].options().set_lr(gi < group_lr_factor.size() ? lr * group_lr_factor[gi] : lr);
     torch_opt->step();
     return;
   }
@@ -372,6 +421,19 @@ void OptimizerSet::Entry::step(double lr) {
   }
 }
 
+LrMultipliers lr_multipliers_of(const torch::nn::Module& module) {
+  LrMultipliers out;
+  auto add = [&](const torch::nn::Module& m) {
+    if (const auto* h = dynamic_cast<const HasLrMultipliers*>(&m)) {
+      auto more = h->lr_multipliers();
+      out.insert(out.end(), more.begin(), more.end());
+    }
+  };
+  add(module);
+  for (const auto& m : module.modules(/*include_self=*/false)) add(*m);
+  return out;
+}
+
 NamedParameters named_parameters_of(const torch::nn::Module& module) {
   NamedParameters out;
   for (const auto& kv : module.named_parameters(/*recurse=*/true)) out.emplace_back(kv.key(), kv.value());
@@ -379,7 +441,8 @@ NamedParameters named_parameters_of(const torch::nn::Module& module) {
 }
 
 std::unique_ptr<OptimizerSet> OptimizerSet::create(const ConfigNode& node, const ParameterScopes& scopes,
-                                                   int64_t iters_per_epoch, int64_t epochs) {
+                                                   int64_t iters_per_epoch, int64_t epochs,
+                                                   const LrMultipliers& multipliers) {
   if (!node.defined())
     node.fail("missing Optimizer section (e.g. {name: Momentum, momentum: 0.9, lr: {name: Cosine, "
               "learning_rate: 0.1}})");
@@ -396,7 +459,7 @@ std::unique_ptr<OptimizerSet> OptimizerSet::create(const ConfigNode& node, const
     // PaddleClas turns the map into [{name: {scope: all, **map}}], so a `scope` key in the map still applies.
     const std::string scope = node.get<std::string>("scope", "all");
     set->entries_.push_back(make_entry(name, node, scope, node.has("scope") ? node["scope"] : node, true, scopes,
-                                       iters_per_epoch, epochs));
+                                       iters_per_epoch, epochs, multipliers));
   } else if (node.is_seq()) {
     if (node.size() == 0) node.fail("the optimizer list is empty");
     for (size_t i = 0; i < node.size(); ++i) {
@@ -405,7 +468,8 @@ std::unique_ptr<OptimizerSet> OptimizerSet::create(const ConfigNode& node, const
       check_name(name, item);
       if (!params.is_map()) params.fail("expected a map {scope: ..., lr: {...}, ...}");
       const std::string scope = params.require<std::string>("scope");
-      set->entries_.push_back(make_entry(name, params, scope, params["scope"], true, scopes, iters_per_epoch, epochs));
+      set->entries_.push_back(
+          make_entry(name, params, scope, params["scope"], true, scopes, iters_per_epoch, epochs, multipliers));
     }
   } else {
     node.fail("expected a map {name: Momentum, lr: {...}, ...} or a list of `- Name: {scope: ..., lr: {...}}`");
@@ -458,6 +522,26 @@ void OptimizerSet::set_iteration(int64_t it) {
 
 void OptimizerSet::observe_metric(double metric) {
   for (auto& e : entries_) e->schedule->observe_metric(metric, iteration_);
+}
+
+void OptimizerSet::zero_grad_of(size_t i) {
+  FL_ASSERT(i < entries_.size(), "optimizer index out of range");
+  for (auto& p : entries_[i]->params) {
+    auto& g = p.mutable_grad();
+    if (!g.defined()) continue;
+    g = g.detach();
+    g.zero_();
+  }
+}
+
+void OptimizerSet::step_of(size_t i) {
+  FL_ASSERT(i < entries_.size(), "optimizer index out of range");
+  entries_[i]->step(entries_[i]->schedule->lr_at(iteration_));
+}
+
+const std::vector<torch::Tensor>& OptimizerSet::parameters_of(size_t i) const {
+  FL_ASSERT(i < entries_.size(), "optimizer index out of range");
+  return entries_[i]->params;
 }
 
 const LrSchedule& OptimizerSet::schedule(size_t i) const {

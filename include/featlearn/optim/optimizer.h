@@ -61,14 +61,30 @@ using ParameterScopes = std::vector<std::pair<std::string, NamedParameters>>;
 // step time because they have no gradient).
 NamedParameters named_parameters_of(const torch::nn::Module& module);
 
+// Per-parameter learning-rate multipliers (Paddle's optimize_attr['learning_rate'], e.g. ResNet50_metabin's
+// bias_lr_factor): the parameter is stepped with lr · factor. Parameters not listed have factor 1. Supported by
+// SGD and Momentum (the only optimizers PaddleClas configs combine them with); other optimizers refuse a
+// factor other than 1.
+using LrMultipliers = std::vector<std::pair<torch::Tensor, double>>;
+// A module that sets multipliers for some of its parameters.
+class HasLrMultipliers {
+ public:
+  virtual ~HasLrMultipliers() = default;
+  virtual LrMultipliers lr_multipliers() const = 0;
+};
+// The multipliers of every HasLrMultipliers module inside `module` (itself included).
+LrMultipliers lr_multipliers_of(const torch::nn::Module& module);
+
 // The optimizers of one training run, stepped together.
 class OptimizerSet {
  public:
   // `node` = cfg["Optimizer"] (a map with `name`, or a list of `- Name: {scope, ...}`).
   // A single (non-list) optimizer covers every scope that has parameters (PaddleClas's scope "all": the loss
   // parameters are optimized too).
+  // `multipliers`: per-parameter lr factors (see LrMultipliers).
   static std::unique_ptr<OptimizerSet> create(const ConfigNode& node, const ParameterScopes& scopes,
-                                              int64_t iters_per_epoch, int64_t epochs);
+                                              int64_t iters_per_epoch, int64_t epochs,
+                                              const LrMultipliers& multipliers = {});
   ~OptimizerSet();
   OptimizerSet(const OptimizerSet&) = delete;
   OptimizerSet& operator=(const OptimizerSet&) = delete;
@@ -89,6 +105,14 @@ class OptimizerSet {
   // Per optimizer: "Momentum scope=all params=62 lr=Cosine(...)", for logs.
   std::vector<std::string> describe() const;
   const LrSchedule& schedule(size_t i) const;
+  // Optimizer i alone (PaddleClas's engine.optimizer[i], for loops that step optimizers separately, e.g.
+  // MetaBIN): zero_grad_of clears its parameters' gradients, step_of steps it with the lr of the current
+  // iteration; neither advances the iteration (advance() does).
+  void zero_grad_of(size_t i);
+  void step_of(size_t i);
+  void advance() { ++iteration_; }
+  // Optimizer i's parameters.
+  const std::vector<torch::Tensor>& parameters_of(size_t i) const;
 
   // Writes optimizer states, stateful lr schedules' state ("lr_state" in "optimizer_<i>") and the iteration
   // (keys "optim_format_version", "iteration", "optimizer_<i>");
