@@ -8,34 +8,20 @@
 
 #include <functional>
 
+#include "transform_test_util.h"
+
 using namespace featlearn;
+using featlearn::test::error_of;
+using featlearn::test::pipeline;
+using featlearn::test::same;
 
 namespace {
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "<no error>";
-}
-
-TransformPipeline pipeline(const std::string& yaml) {
-  static std::vector<Config> keep;
-  keep.push_back(Config::from_string("ops:\n" + yaml, "ops.yaml"));
-  return TransformPipeline::create(keep.back()["ops"]);
-}
 
 cv::Mat noise(int h, int w, uint64_t seed) {
   cv::Mat m(h, w, CV_8UC3);
   Rng r(seed);
   for (int i = 0; i < h * w * 3; ++i) m.data[i] = static_cast<uchar>(r.below(256));
   return m;
-}
-
-bool same(const cv::Mat& a, const cv::Mat& b) {
-  return a.size() == b.size() && a.type() == b.type() && cv::norm(a, b, cv::NORM_INF) == 0;
 }
 
 TimmAugmentParams bicubic_params() {

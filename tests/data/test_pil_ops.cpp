@@ -15,9 +15,12 @@
 #include <map>
 #include <sstream>
 
+#include "transform_test_util.h"
 #include "../fixture_path.h"
 
 using namespace featlearn;
+using featlearn::test::error_of;
+using featlearn::test::pipeline;
 
 namespace {
 
@@ -109,21 +112,6 @@ cv::Mat run_case(const PilCase& c) {
   else if (c.op == "solarize") pil_solarize(img, std::stoi(c.arg));
   else ADD_FAILURE() << "unknown op in the manifest: " << c.op;
   return img;
-}
-
-TransformPipeline pipeline(const std::string& yaml) {
-  static std::vector<Config> keep;  // ConfigNodes refer to the config's file name
-  keep.push_back(Config::from_string("ops:\n" + yaml, "ops.yaml"));
-  return TransformPipeline::create(keep.back()["ops"]);
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "<no error>";
 }
 
 }  // namespace

@@ -8,25 +8,15 @@
 #include <filesystem>
 #include <functional>
 
+#include "transform_test_util.h"
+
 using namespace featlearn;
+using featlearn::test::error_of;
+using featlearn::test::pipeline;
+using featlearn::test::same;
 namespace fs = std::filesystem;
 
 namespace {
-
-TransformPipeline pipeline(const std::string& yaml) {
-  static std::vector<Config> keep;  // ConfigNodes refer to the config's file name
-  keep.push_back(Config::from_string("ops:\n" + yaml, "ops.yaml"));
-  return TransformPipeline::create(keep.back()["ops"]);
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "<no error>";
-}
 
 // 3-channel uint8 image whose pixel (y, x) is (10y + x, 100 + c, 200 - x).
 cv::Mat ramp(int h, int w) {
@@ -34,13 +24,6 @@ cv::Mat ramp(int h, int w) {
   for (int y = 0; y < h; ++y)
     for (int x = 0; x < w; ++x) m.at<cv::Vec3b>(y, x) = cv::Vec3b(10 * y + x, 100 + y, 200 - x);
   return m;
-}
-
-bool same(const cv::Mat& a, const cv::Mat& b) {
-  if (a.size() != b.size() || a.type() != b.type()) return false;
-  cv::Mat d;
-  cv::absdiff(a, b, d);
-  return cv::countNonZero(d.reshape(1)) == 0;
 }
 
 fs::path temp_dir(const std::string& name) {

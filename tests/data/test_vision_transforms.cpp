@@ -10,24 +10,14 @@
 #include <functional>
 #include <set>
 
+#include "transform_test_util.h"
+
 using namespace featlearn;
+using featlearn::test::error_of;
+using featlearn::test::pipeline;
+using featlearn::test::same;
 
 namespace {
-
-TransformPipeline pipeline(const std::string& yaml, bool pil_input = false) {
-  static std::vector<Config> keep;  // ConfigNodes refer to the config's file name
-  keep.push_back(Config::from_string("ops:\n" + yaml, "ops.yaml"));
-  return TransformPipeline::create(keep.back()["ops"], pil_input);
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "<no error>";
-}
 
 // Pixel (y, x) = (x, y, (7x + 13y) % 256): positions can be read back from the pixels.
 cv::Mat coords(int h, int w) {
@@ -35,11 +25,6 @@ cv::Mat coords(int h, int w) {
   for (int y = 0; y < h; ++y)
     for (int x = 0; x < w; ++x) m.at<cv::Vec3b>(y, x) = cv::Vec3b(x, y, (7 * x + 13 * y) % 256);
   return m;
-}
-
-bool same(const cv::Mat& a, const cv::Mat& b) {
-  if (a.size() != b.size() || a.type() != b.type()) return false;
-  return cv::norm(a, b, cv::NORM_INF) == 0;
 }
 
 cv::Mat run(const TransformPipeline& tp, const cv::Mat& src, uint64_t seed = 0) {
