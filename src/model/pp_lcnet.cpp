@@ -2,7 +2,7 @@
 #include <featlearn/model/pp_lcnet.h>
 
 #include <featlearn/common/error.h>
-#include <featlearn/model/mobilenet_v3.h>
+#include <featlearn/model/torchvision_mobilenet_v3.h>
 
 #include <torch/torch.h>
 
@@ -77,13 +77,13 @@ ConvBNLayerImpl::ConvBNLayerImpl(int64_t in, int64_t out, int64_t kernel, int64_
   if (!act.empty()) register_module("act", make_activation(act));
 }
 
-SEModuleImpl::SEModuleImpl(int64_t channels, int64_t reduction, bool sigmoid_gate) {
+SEModuleImpl::SEModuleImpl(int64_t channels, int64_t reduction, bool sigmoid_gate, double hardsigmoid_slope) {
   register_module("avg_pool", nn::AdaptiveAvgPool2d(nn::AdaptiveAvgPool2dOptions(1)));
   register_module("conv1", nn::Conv2d(nn::Conv2dOptions(channels, channels / reduction, 1)));
   register_module("relu", nn::ReLU());
   register_module("conv2", nn::Conv2d(nn::Conv2dOptions(channels / reduction, channels, 1)));
   if (sigmoid_gate) register_module("hardsigmoid", paddle_nn::Sigmoid());
-  else register_module("hardsigmoid", paddle_nn::Hardsigmoid());
+  else register_module("hardsigmoid", paddle_nn::Hardsigmoid(hardsigmoid_slope));
 }
 
 torch::Tensor SEModuleImpl::run(const torch::Tensor& x, StopCursor& c, const std::string& path) {

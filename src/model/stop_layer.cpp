@@ -3,7 +3,7 @@
 
 #include <featlearn/common/error.h>
 #include <featlearn/io/state_dict.h>
-#include <featlearn/model/mobilenet_v3.h>
+#include <featlearn/model/torchvision_mobilenet_v3.h>
 #include <fmt/format.h>
 
 #include <torch/torch.h>

@@ -1,7 +1,7 @@
 // Backbones: shapes, BackboneStopLayer, weight import and parity with torchvision (fixtures made by
 // tests/fixtures/make_fixtures.py with Debian's python3-torchvision).
 #include <featlearn/io/state_dict.h>
-#include <featlearn/model/mobilenet_v3.h>
+#include <featlearn/model/torchvision_mobilenet_v3.h>
 #include <featlearn/model/resnet.h>
 #include <featlearn/model/stop_layer.h>
 
@@ -52,7 +52,8 @@ using Shape = std::vector<int64_t>;
 
 TEST(Backbones, EveryBackboneGivesLogits) {
   for (const char* name : {"ResNet18", "ResNet34", "ResNet50", "ResNet101", "ResNet152", "ResNet50_vd",
-                           "ResNet50_last_stage_stride1", "MobileNetV3_small_x1_0", "MobileNetV3_large_x1_0"}) {
+                           "ResNet50_last_stage_stride1", "TorchvisionMobileNetV3_small_x1_0",
+                           "TorchvisionMobileNetV3_large_x1_0"}) {
     SCOPED_TRACE(name);
     auto bb = build(std::string("{name: ") + name + ", class_num: 7}");
     EXPECT_EQ(output_shape(bb, 64, 2), (Shape{2, 7}));
@@ -64,8 +65,9 @@ TEST(Backbones, StructureAndNamesMatchTorchvision) {
   // module, modules in registration order).
   const std::map<std::string, std::string> archs = {
       {"ResNet18", "resnet18"},   {"ResNet34", "resnet34"},   {"ResNet50", "resnet50"},
-      {"ResNet101", "resnet101"}, {"ResNet152", "resnet152"}, {"MobileNetV3_small_x1_0", "mobilenet_v3_small"},
-      {"MobileNetV3_large_x1_0", "mobilenet_v3_large"}};
+      {"ResNet101", "resnet101"}, {"ResNet152", "resnet152"},
+      {"TorchvisionMobileNetV3_small_x1_0", "mobilenet_v3_small"},
+      {"TorchvisionMobileNetV3_large_x1_0", "mobilenet_v3_large"}};
   for (const auto& [ours, theirs] : archs) {
     SCOPED_TRACE(ours);
     auto bb = build("{name: " + ours + "}");
@@ -109,10 +111,11 @@ TEST(Backbones, StopLayerShapes) {
   EXPECT_EQ(output_shape(build("{name: ResNet18}", "layer1[1].bn2")), (Shape{1, 64, 16, 16}));
   EXPECT_EQ(output_shape(build("{name: ResNet18}", "layer3")), (Shape{1, 256, 4, 4}));
   EXPECT_EQ(output_shape(build("{name: ResNet50}", "layer2.0.downsample")), (Shape{1, 512, 8, 8}));
-  EXPECT_EQ(output_shape(build("{name: MobileNetV3_small_x1_0}", "flatten")), (Shape{1, 576}));
-  EXPECT_EQ(output_shape(build("{name: MobileNetV3_large_x1_0}", "avg_pool")), (Shape{1, 960, 1, 1}));
-  EXPECT_EQ(output_shape(build("{name: MobileNetV3_large_x1_0}", "blocks[3]")), (Shape{1, 40, 8, 8}));
-  EXPECT_EQ(output_shape(build("{name: MobileNetV3_large_x1_0}", "features.4.block.2.fc1")), (Shape{1, 24, 1, 1}));  // SE squeeze 72/4 -> 24
+  EXPECT_EQ(output_shape(build("{name: TorchvisionMobileNetV3_small_x1_0}", "flatten")), (Shape{1, 576}));
+  EXPECT_EQ(output_shape(build("{name: TorchvisionMobileNetV3_large_x1_0}", "avg_pool")), (Shape{1, 960, 1, 1}));
+  EXPECT_EQ(output_shape(build("{name: TorchvisionMobileNetV3_large_x1_0}", "blocks[3]")), (Shape{1, 40, 8, 8}));
+  EXPECT_EQ(output_shape(build("{name: TorchvisionMobileNetV3_large_x1_0}", "features.4.block.2.fc1")),
+            (Shape{1, 24, 1, 1}));  // SE squeeze 72/4 -> 24
 }
 
 TEST(Backbones, PaddleFullNamesResolve) {
@@ -238,7 +241,7 @@ TEST_P(Parity, MatchesTorchvision) {
 INSTANTIATE_TEST_SUITE_P(Torchvision, Parity,
                          ::testing::Values(std::make_pair(std::string("ResNet18"), std::string("resnet18")),
                                            std::make_pair(std::string("ResNet50"), std::string("resnet50")),
-                                           std::make_pair(std::string("MobileNetV3_small_x1_0"),
+                                           std::make_pair(std::string("TorchvisionMobileNetV3_small_x1_0"),
                                                           std::string("mobilenet_v3_small"))));
 
 // BackboneStopLayer.output_dim is checked with an input of the training shape: Global.image_shape's H x W and

@@ -112,10 +112,11 @@ class ConvBNLayerImpl : public ChainedLayer {
 };
 
 // SEModule: avg_pool, conv1 (C -> C/reduction, bias), relu, conv2 (-> C, bias), a gate registered as
-// `hardsigmoid` (PP-LCNet: Paddle Hardsigmoid; PP-LCNetV2: Sigmoid under the same name); returns x · gate.
+// `hardsigmoid` (PP-LCNet: Paddle Hardsigmoid; PP-LCNetV2: Sigmoid under the same name; PaddleClas's
+// MobileNetV3: its Hardsigmoid with slope 0.2); returns x · gate.
 class SEModuleImpl : public ChainedLayer {
  public:
-  SEModuleImpl(int64_t channels, int64_t reduction, bool sigmoid_gate);
+  SEModuleImpl(int64_t channels, int64_t reduction, bool sigmoid_gate, double hardsigmoid_slope = 0.1666667);
   torch::Tensor run(const torch::Tensor& x, StopCursor& c, const std::string& path) override;
 };
 

@@ -80,9 +80,10 @@ class StoppableBackboneImpl : public BackboneImpl {
  public:
   using BackboneImpl::BackboneImpl;
   torch::Tensor forward(torch::Tensor x) override;
-  // Calls `observe(name, output)` after each top-level child (for `describe`).
-  torch::Tensor forward_observed(torch::Tensor x,
-                                 const std::function<void(const std::string&, const torch::Tensor&)>& observe);
+  // Calls `observe(name, output)` after each top-level child (for `describe`). Default: the children in
+  // registration order; a backbone whose forward is not a chain of its children (CLIPViT) overrides it.
+  virtual torch::Tensor forward_observed(
+      torch::Tensor x, const std::function<void(const std::string&, const torch::Tensor&)>& observe);
 
   const std::string& stop_path() const { return stop_path_; }       // "" when not truncated
   const std::set<std::string>& removed() const { return removed_; }  // module paths replaced by Identity
