@@ -10,6 +10,7 @@
 #include <featlearn/loss/loss.h>
 
 #include "../fixture_path.h"
+#include "../model/backbone_test_util.h"  // error_of
 #include "gradient_check.h"
 
 #include <cmath>
@@ -17,6 +18,7 @@
 #include <string>
 
 using namespace featlearn;
+using featlearn::test::error_of;
 
 namespace {
 
@@ -28,15 +30,6 @@ std::map<std::string, torch::Tensor> dh_fixture() {
 
 torch::Tensor dh_d(std::initializer_list<double> v, int64_t rows) {
   return torch::tensor(std::vector<double>(v), torch::kFloat64).view({rows, -1});
-}
-
-std::string dh_error(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
 }
 
 CombinedLoss dh_losses(const std::string& yaml) {
@@ -139,14 +132,14 @@ TEST(DSHSDLoss, HandComputedTwoSamplesAndInputs) {
   // It reads features and logits: without a Head there are no logits.
   ModelOutput out;
   out.features = f;
-  const std::string msg = dh_error([&] { DSHSDLossImpl(DSHSDLossOptions()).forward(out, labels); });
+  const std::string msg = error_of([&] { DSHSDLossImpl(DSHSDLossOptions()).forward(out, labels); });
   EXPECT_NE(msg.find("DSHSDLoss"), std::string::npos) << msg;
   EXPECT_NE(msg.find("Arch.Head"), std::string::npos) << msg;
   out.logits = z;
   EXPECT_NEAR(DSHSDLossImpl(DSHSDLossOptions().alpha(1)).forward(out, labels).item<double>(), std::log(2.0) + 0.4375,
               1e-12);
   // Labels beyond the logits' classes.
-  const std::string range = dh_error([&] { dshsd_loss(f, z, torch::tensor({0, 2}), DSHSDLossOptions()); });
+  const std::string range = error_of([&] { dshsd_loss(f, z, torch::tensor({0, 2}), DSHSDLossOptions()); });
   EXPECT_NE(range.find("label 2 is out of range [0, 2)"), std::string::npos) << range;
 }
 
@@ -188,7 +181,7 @@ TEST(LCDSHLoss, HandComputedTwoSamples) {
   // Different classes: σ_12 = −1, log(1 + e^0) unchanged for θ_12 = 0.
   EXPECT_NEAR(lcdsh_loss(f, torch::tensor({0, 1}), LCDSHLossOptions().n_class(2).lambda(3)).item<double>(), want,
               1e-12);
-  const std::string range = dh_error([&] { lcdsh_loss(f, torch::tensor({0, 3}), LCDSHLossOptions().n_class(3)); });
+  const std::string range = error_of([&] { lcdsh_loss(f, torch::tensor({0, 3}), LCDSHLossOptions().n_class(3)); });
   EXPECT_NE(range.find("n_class is 3"), std::string::npos) << range;
 }
 
@@ -229,7 +222,7 @@ TEST(DeepHashLosses, ConfigKeysOfThePaddleClasConfigs) {
       {"    - LCDSHLoss: {weight: 1.0, _lambda: 3}\n", "n_class"},
       {"    - LCDSHLoss: {weight: 1.0, n_class: 10, _lambda: 3, gamma: 1}\n", "unknown key"}};
   for (const auto& [yaml, want] : errors) {
-    const std::string msg = dh_error([&] { dh_losses(yaml); });
+    const std::string msg = error_of([&] { dh_losses(yaml); });
     EXPECT_NE(msg.find(want), std::string::npos) << yaml << msg;
     EXPECT_NE(msg.find("loss.yaml:3"), std::string::npos) << yaml << msg;
   }

@@ -20,21 +20,12 @@ using namespace featlearn;
 namespace nn = torch::nn;
 
 using featlearn::test::error_of;
+using featlearn::test::backbone_from_yaml;
 using featlearn::test::output_shape;
 
 namespace {
 
 using Shape = std::vector<int64_t>;
-
-BackbonePtr an_build(const std::string& backbone_yaml, const std::string& stop = "", uint64_t seed = 0) {
-  std::string text = "Arch:\n  Backbone: " + backbone_yaml + "\n";
-  if (!stop.empty()) text += "  BackboneStopLayer: {name: \"" + stop + "\"}\n";
-  auto cfg = Config::from_string(text, "test.yaml");
-  torch::manual_seed(seed);
-  auto bb = build_backbone(cfg["Arch"]["Backbone"], cfg["Arch"]["BackboneStopLayer"]);
-  bb->eval();
-  return bb;
-}
 
 int64_t an_count(const BackbonePtr& bb) {
   int64_t n = 0;
@@ -58,7 +49,7 @@ constexpr int64_t kAlexNet48 = 57200496;
 }  // namespace
 
 TEST(AlexNet, StructureNamesAndParameterCount) {
-  auto bb = an_build("{name: AlexNet}");
+  auto bb = backbone_from_yaml("{name: AlexNet}");
   EXPECT_EQ(an_count(bb), kAlexNet1000);
   std::vector<std::string> top;
   for (const auto& c : bb->named_children()) top.push_back(c.key());
@@ -77,11 +68,11 @@ TEST(AlexNet, StructureNamesAndParameterCount) {
   std::vector<std::string> sub;
   for (const auto& c : bb->named_modules()["_conv1"]->named_children()) sub.push_back(c.key());
   EXPECT_EQ(sub, (std::vector<std::string>{"relu", "_conv", "_pool"}));
-  EXPECT_EQ(an_count(an_build("{name: AlexNet, class_num: 48}")), kAlexNet48);
+  EXPECT_EQ(an_count(backbone_from_yaml("{name: AlexNet, class_num: 48}")), kAlexNet48);
 }
 
 TEST(AlexNet, PaddleClasUniformInitialization) {
-  auto bb = an_build("{name: AlexNet, class_num: 10}", "", 3);
+  auto bb = backbone_from_yaml("{name: AlexNet, class_num: 10}", "", 3);
   const auto params = bb->named_parameters(true);
   // Uniform(-s, s) on weights and biases: s = 1/sqrt(fan_in) for the convs, 1/sqrt(9216) for every fc.
   const std::vector<std::pair<std::string, double>> bounds = {
@@ -102,7 +93,7 @@ TEST(AlexNet, PaddleClasUniformInitialization) {
 }
 
 TEST(AlexNet, ForwardIsPaddleClasComputation) {
-  auto bb = an_build("{name: AlexNet, class_num: 48}", "", 5);
+  auto bb = backbone_from_yaml("{name: AlexNet, class_num: 48}", "", 5);
   torch::manual_seed(6);
   const auto x = torch::randn({2, 3, 224, 224});
   torch::NoGradGuard ng;
@@ -131,7 +122,7 @@ TEST(AlexNet, ForwardIsPaddleClasComputation) {
 }
 
 TEST(AlexNet, StopLayersUsePaddleClasNames) {
-  auto bb = an_build("{name: AlexNet}");
+  auto bb = backbone_from_yaml("{name: AlexNet}");
   EXPECT_EQ(resolve_stop_layer(*bb, "conv_pool_layer_1"), "_conv2");
   EXPECT_EQ(resolve_stop_layer(*bb, "conv2d_2"), "_conv3");
   EXPECT_EQ(resolve_stop_layer(*bb, "conv2d_4"), "_conv5._conv");
@@ -145,7 +136,7 @@ TEST(AlexNet, StopLayersUsePaddleClasNames) {
     EXPECT_NE(msg.find("called several times"), std::string::npos) << name << ": " << msg;
   }
   // A stop at _conv2._conv returns that conv's output (no relu, no pool) and drops everything after it.
-  auto at_conv = an_build("{name: AlexNet}", "_conv2._conv", 9);
+  auto at_conv = backbone_from_yaml("{name: AlexNet}", "_conv2._conv", 9);
   EXPECT_FALSE(at_conv->named_parameters(true).contains("_conv3.weight"));
   EXPECT_FALSE(at_conv->named_parameters(true).contains("_fc6.weight"));
   EXPECT_EQ(an_count(at_conv), 23296 + 307392);
@@ -159,18 +150,18 @@ TEST(AlexNet, StopLayersUsePaddleClasNames) {
   EXPECT_TRUE(torch::allclose(got, want, 1e-5, 1e-6));
   EXPECT_LT(got.min().item<double>(), 0.0);  // before the relu
   // A stop at _conv5 works for any input size.
-  EXPECT_EQ(output_shape(an_build("{name: AlexNet}", "_conv5"), 128), (Shape{1, 256, 3, 3}));
+  EXPECT_EQ(output_shape(backbone_from_yaml("{name: AlexNet}", "_conv5"), 128), (Shape{1, 256, 3, 3}));
 }
 
 TEST(AlexNet, ConfigErrors) {
-  std::string msg = error_of([] { an_build("{name: AlexNet, class_num: 0}"); });
+  std::string msg = error_of([] { backbone_from_yaml("{name: AlexNet, class_num: 0}"); });
   EXPECT_NE(msg.find("class_num"), std::string::npos) << msg;
-  msg = error_of([] { an_build("{name: AlexNet, clas_num: 3}"); });
+  msg = error_of([] { backbone_from_yaml("{name: AlexNet, clas_num: 3}"); });
   EXPECT_NE(msg.find("did you mean class_num"), std::string::npos) << msg;
-  msg = error_of([] { an_build("{name: AlexNet, pretrained: True}"); });
+  msg = error_of([] { backbone_from_yaml("{name: AlexNet, pretrained: True}"); });
   EXPECT_NE(msg.find("AlexNet_pretrained.pdparams"), std::string::npos) << msg;
   EXPECT_NE(msg.find("pretrained: False"), std::string::npos) << msg;
-  msg = error_of([] { an_build("{name: AlexNet, use_ssld: maybe}"); });
+  msg = error_of([] { backbone_from_yaml("{name: AlexNet, use_ssld: maybe}"); });
   EXPECT_NE(msg.find("use_ssld"), std::string::npos) << msg;
 }
 
