@@ -1,5 +1,6 @@
 #include <featlearn/config/registry.h>
 #include <featlearn/data/dataset.h>
+#include <featlearn/data/face_dataset.h>
 
 #include <fmt/format.h>
 
@@ -374,6 +375,27 @@ DatasetPtr make_person(const ConfigNode& node, bool check_files, const std::stri
   return std::make_unique<ListDataset>(std::move(items), true);
 }
 
+// AdaFaceDataset (PaddleClas's face_dataset.py): `relative/path label` per line, whitespace separated, under
+// root_dir; its transform list is `transform`.
+DatasetPtr make_adaface(const ConfigNode& node, bool check_files) {
+  node.check_keys({"name", "root_dir", "label_path", "transform"});
+  const auto root = node.require<std::string>("root_dir");
+  const auto list = node.require<std::string>("label_path");
+  check_dir(node, "root_dir", root);
+  std::error_code ec;
+  if (!fs::is_regular_file(list, ec)) node["label_path"].fail(fmt::format("list file '{}' does not exist", list));
+  Items items;
+  for (const auto& l : read_list(list, "")) {
+    const char* fmt_ = "relative/path.jpg label";
+    ListDataset::Item it;
+    it.path = join_image_path(root, field(l, 0, list, "image path", fmt_));
+    it.label = parse_int(field(l, 1, list, "label", fmt_), list, l.line, "label");
+    it.source = where(list, l.line);
+    items.push_back(std::move(it));
+  }
+  return finish(std::move(items), false, check_files, list, root);
+}
+
 using DatasetRegistry = Registry<DatasetPtr, bool>;
 
 const DatasetRegistry& dataset_registry() {
@@ -386,6 +408,8 @@ const DatasetRegistry& dataset_registry() {
     r.add("LogoDataset", make_logo);
     r.add("ICartoonDataset", make_icartoon);
     r.add("CompCars", make_compcars);
+    r.add("AdaFaceDataset", make_adaface);
+    r.add("FiveValidationDataset", make_five_validation_dataset);
     r.add("Market1501", [](const ConfigNode& n, bool c) {
       return make_person(n, c, "market1501/Market-1501-v15.09.15", 6);
     });

@@ -81,6 +81,17 @@ struct DataLoader::Impl {
       // Randomness of this sample: (seed, epoch, rank, position in the rank's epoch).
       Rng rng(mix_seed({ctx.seed, static_cast<uint64_t>(epoch), static_cast<uint64_t>(ctx.rank),
                         static_cast<uint64_t>(static_cast<int64_t>(k) * bs + j)}));
+      if (const auto mem = dataset->memory_image(i)) {  // decoded images (FiveValidationDataset): used as they are
+        if (!dst) {
+          C = mem->channels, H = mem->height, W = mem->width;
+          b.images = torch::empty({B, C, H, W}, torch::kFloat32);
+          dst = b.images.data_ptr<float>();
+        }
+        const size_t plane = static_cast<size_t>(C) * H * W;
+        std::copy(mem->data, mem->data + plane, dst + static_cast<size_t>(j) * plane);
+        ok[static_cast<size_t>(j)] = 1;
+        continue;
+      }
       cv::Mat img;
       try {
         const auto box = dataset->crop_box(i);
@@ -175,11 +186,14 @@ std::unique_ptr<DataLoader> DataLoader::create(const ConfigNode& section, const 
   if (!section["dataset"].defined()) section.fail("missing 'dataset'");
   auto ds_node = section["dataset"];
   // The transforms are built first: config errors there should not wait for a scan of the image files.
+  // AdaFaceDataset names its list `transform` (PaddleClas's face_dataset.py).
+  const bool adaface = ds_node["name"].defined() && ds_node["name"].as<std::string>() == "AdaFaceDataset";
+  const char* ops_key = adaface ? "transform" : "transform_ops";
   // A dataset with `backend: pil` (VeriWild, Market1501, ...) hands PIL images to the ops (ImageState::pil).
   const auto backend = ds_node["backend"];
   const bool pil_input = backend.defined() && backend.is_scalar() && backend.as<std::string>() == "pil";
   auto pipeline =
-      std::make_shared<TransformPipeline>(TransformPipeline::create(ds_node["transform_ops"], pil_input));
+      std::make_shared<TransformPipeline>(TransformPipeline::create(ds_node[ops_key], pil_input));
   std::shared_ptr<const Dataset> ds = create_dataset(ds_node);
   if (ds->size() == 0) ds_node.fail("the dataset is empty");
   std::shared_ptr<const BatchSampler> sampler(
@@ -200,13 +214,14 @@ std::unique_ptr<DataLoader> DataLoader::create(const ConfigNode& section, const 
   return std::make_unique<DataLoader>(ds, pipeline, sampler, opt, ctx);
 }
 
-void DataLoader::start_epoch(int64_t epoch) {
+void DataLoader::start_epoch(int64_t epoch, int64_t first_batch) {
   auto& m = *impl_;
   m.stop_workers();
   m.epoch = epoch;
   m.batches = m.sampler->epoch_batches(m.ctx.seed, epoch);
-  m.cursor = 0;
-  m.next_task = 0;
+  FL_ASSERT(first_batch >= 0 && first_batch <= static_cast<int64_t>(m.batches.size()), "first_batch out of range");
+  m.cursor = static_cast<size_t>(first_batch);
+  m.next_task = m.cursor;
   for (int t = 0; t < m.opt.num_workers; ++t) m.threads.emplace_back([&m] { m.worker(); });
 }
 

@@ -1,8 +1,10 @@
 // `featlearn describe -c CFG [-o ...]`: the RecModel's module tree with every BackboneStopLayer name, the
-// output shape of each top-level backbone stage for Global.image_shape, parameter counts and the feature shape.
+// output shape of each top-level backbone stage for Global.image_shape, parameter counts, multiply-accumulates and the
+// feature shape.
 #include <featlearn/engine/commands.h>
 
 #include <featlearn/config/config.h>
+#include <featlearn/model/compute_count.h>
 #include <featlearn/model/rec_model.h>
 #include <featlearn/model/stop_layer.h>
 
@@ -133,6 +135,16 @@ int cmd_describe(const ConfigArgs& args) {
   if (model->neck()) std::cout << ", neck " << thousands(count(model->neck()->parameters(), false));
   if (model->head()) std::cout << ", head " << thousands(count(model->head()->parameters(), false));
   std::cout << ")\n";
+
+  // One image of Global.image_shape through the whole model (eval); counting conventions: compute_count.h.
+  const ComputeCount mac = count_compute(*model, [&] { model->forward(x); });
+  auto giga = [](int64_t n) { return fmt::format("{:.3f}G", static_cast<double>(n) / 1e9); };
+  std::cout << "multiply-accumulates per [1," << image_shape[0] << "," << image_shape[1] << "," << image_shape[2]
+            << "] image: " << thousands(mac.macs()) << " (" << giga(mac.macs()) << "; conv " << thousands(mac.conv_macs)
+            << ", linear " << thousands(mac.linear_macs) << ", matmul " << thousands(mac.matmul_macs) << ")\n";
+  std::cout << "FLOPs as PaddleClas publishes them (paddle.flops: conv + bias, linear, 2 x batch-norm elements, "
+               "average pooling): "
+            << thousands(mac.paddle_flops()) << " (" << giga(mac.paddle_flops()) << ")\n";
   return 0;
 }
 

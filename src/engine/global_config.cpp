@@ -3,6 +3,7 @@
 #include <torch/cuda.h>
 
 #include <algorithm>
+#include <cmath>
 
 namespace featlearn {
 
@@ -31,7 +32,7 @@ GlobalConfig GlobalConfig::parse(const ConfigNode& g) {
                 "eval_during_train", "eval_interval", "start_eval_epoch", "epochs", "print_batch_step",
                 "use_visualdl", "image_shape", "save_inference_dir", "eval_mode", "seed", "feature_normalize",
                 "feature_binarize", "retrieval_feature_from", "sim_block_size", "re_ranking", "to_static",
-                "use_dali", "infer_imgs", "overwrite_output"});
+                "use_dali", "infer_imgs", "overwrite_output", "iter_per_epoch"});
   // infer_imgs is the input of PaddleClas's predict tool; it has no role in train/eval/export (featlearn's
   // `extract --list` takes the images to embed), so it is accepted and not used.
   GlobalConfig c;
@@ -53,8 +54,8 @@ GlobalConfig GlobalConfig::parse(const ConfigNode& g) {
     g["image_shape"].fail("expected [C, H, W] of positive sizes");
   c.save_inference_dir = g.get<std::string>("save_inference_dir", c.save_inference_dir);
   c.eval_mode = g.get<std::string>("eval_mode", c.eval_mode);
-  if (c.eval_mode != "retrieval" && c.eval_mode != "classification")
-    g["eval_mode"].fail("expected retrieval or classification, got '" + c.eval_mode + "'");
+  if (c.eval_mode != "retrieval" && c.eval_mode != "classification" && c.eval_mode != "adaface")
+    g["eval_mode"].fail("expected retrieval, classification or adaface, got '" + c.eval_mode + "'");
   c.seed = static_cast<uint64_t>(g.get<int64_t>("seed", 0));
   c.feature_normalize = g.get<bool>("feature_normalize", c.feature_normalize);
   if (g["feature_binarize"].defined()) {
@@ -70,6 +71,11 @@ GlobalConfig GlobalConfig::parse(const ConfigNode& g) {
   if (c.sim_block_size <= 0) g["sim_block_size"].fail("must be positive");
   c.re_ranking = g.get<bool>("re_ranking", c.re_ranking);
   c.overwrite_output = g.get<bool>("overwrite_output", c.overwrite_output);
+  if (g["iter_per_epoch"].defined()) {  // PaddleClas: a falsy value (0) keeps the loader's length
+    const auto ipe = g.require<int64_t>("iter_per_epoch");
+    if (ipe < 0) g["iter_per_epoch"].fail("must be positive (0 or null: the loader's batches per epoch)");
+    if (ipe > 0) c.iter_per_epoch = ipe;
+  }
   // Static-graph export and DALI are Paddle runtime choices; accepted when off, refused when on.
   for (const char* key : {"to_static", "use_dali"})
     if (g.get<bool>(key, false)) g[key].fail("not supported by featlearn (set it to False)");
@@ -81,7 +87,23 @@ GlobalConfig GlobalConfig::parse(const ConfigNode& g) {
 }
 
 void check_root_sections(const ConfigNode& root) {
-  root.check_keys({"Global", "Arch", "Loss", "Optimizer", "DataLoader", "Metric", "Infer"});
+  root.check_keys({"Global", "Arch", "Loss", "Optimizer", "DataLoader", "Metric", "Infer", "AMP"});
+}
+
+AmpConfig AmpConfig::parse(const ConfigNode& amp) {
+  AmpConfig c;
+  if (!amp.defined()) return c;
+  if (!amp.is_map()) amp.fail("expected a map such as {use_amp: True, scale_loss: 128.0, level: O1}");
+  amp.check_keys({"use_amp", "use_fp16_test", "scale_loss", "use_dynamic_loss_scaling", "use_promote", "level"});
+  c.use_amp = amp.get<bool>("use_amp", true);  // PaddleClas: a present section means AMP
+  c.use_fp16_test = amp.get<bool>("use_fp16_test", c.use_fp16_test);
+  c.scale_loss = amp.get<double>("scale_loss", c.scale_loss);
+  if (!(c.scale_loss > 0) || !std::isfinite(c.scale_loss)) amp["scale_loss"].fail("must be a positive number");
+  c.use_dynamic_loss_scaling = amp.get<bool>("use_dynamic_loss_scaling", c.use_dynamic_loss_scaling);
+  c.use_promote = amp.get<bool>("use_promote", c.use_promote);
+  c.level = amp.get<std::string>("level", c.level);
+  if (c.level != "O1" && c.level != "O2") amp["level"].fail("expected O1 or O2, got '" + c.level + "'");
+  return c;
 }
 
 }  // namespace featlearn

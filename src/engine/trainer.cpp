@@ -3,9 +3,11 @@
 
 #include "train_log.h"
 
+#include <featlearn/data/face_dataset.h>
 #include <featlearn/data/loader.h>
 #include <featlearn/engine/checkpoint.h>
 #include <featlearn/loss/loss.h>
+#include <featlearn/metric/face_verification.h>
 #include <featlearn/model/rec_model.h>
 #include <featlearn/optim/optimizer.h>
 #include <fmt/format.h>
@@ -141,6 +143,14 @@ Trainer::Trainer(Config config, Mode mode) : s_(std::make_unique<State>(std::mov
   s.g = GlobalConfig::parse(root["Global"]);
   const auto& g = s.g;
   s.device = resolve_device(g.device, root["Global"]["device"]);
+  // AMP (docs/config.md, "AMP"): Paddle enables it on GPUs only and runs float32 elsewhere, with a warning.
+  const auto amp = AmpConfig::parse(root["AMP"]);
+  if (amp.use_amp && s.device.is_cpu())
+    fmt::print("warning: {}: AMP has no effect on the CPU (as in Paddle): training and evaluation run in float32\n",
+               root["AMP"].where());
+  if (amp.use_amp && !s.device.is_cpu())
+    root["AMP"].fail("mixed precision on the GPU is not implemented in featlearn yet; set AMP.use_amp: False "
+                     "(training runs in float32)");
   torch::manual_seed(g.seed);
   s.ckpt_dir = (fs::path(g.output_dir) / root["Arch"].get<std::string>("name", "RecModel")).string();
   const bool train = mode == Mode::kTrain;
@@ -181,26 +191,34 @@ Trainer::Trainer(Config config, Mode mode) : s_(std::make_unique<State>(std::mov
       if (!params.empty()) scopes.emplace_back(child.key(), params);
     }
     if (!root["Optimizer"].defined()) root.fail("missing the Optimizer section");
-    s.optimizer = OptimizerSet::create(root["Optimizer"], scopes, s.train_loader->batches_per_epoch(), g.epochs);
-    if (g.eval_during_train && !s.metrics) root.fail("eval_during_train needs Metric.Eval");
+    // The schedules count Global.iter_per_epoch steps per epoch when it is set (as PaddleClas).
+    s.optimizer = OptimizerSet::create(root["Optimizer"], scopes,
+                                       g.iter_per_epoch.value_or(s.train_loader->batches_per_epoch()), g.epochs);
+    if (g.eval_during_train && !s.metrics && g.eval_mode != "adaface")
+      root.fail("eval_during_train needs Metric.Eval");
   }
   if (!train || g.eval_during_train) {
     // The evaluation: metrics that fit eval_mode, a model output to score, and every Eval set's list file,
     // transforms and sampler, so a mistake there fails now and not after the first epoch.
-    if (!s.metrics) root.fail("missing Metric.Eval (which metrics to compute)");
-    const bool retrieval = g.eval_mode == "retrieval";
+    const bool retrieval = g.eval_mode == "retrieval", adaface = g.eval_mode == "adaface";
+    if (adaface && s.metrics)
+      root["Metric"]["Eval"].fail("Global.eval_mode: adaface reports its own face-verification accuracies "
+                                  "(all_test_acc, ...); remove Metric.Eval");
+    if (!s.metrics && !adaface) root.fail("missing Metric.Eval (which metrics to compute)");
     if (retrieval && s.metrics->has_classification())
       root["Metric"]["Eval"].fail("TopkAcc is a classification metric; with Global.eval_mode: retrieval use "
                                   "Recallk / mAP / mINP / Precisionk");
-    if (!retrieval && s.metrics->has_retrieval())
+    if (!retrieval && !adaface && s.metrics->has_retrieval())
       root["Metric"]["Eval"].fail("Recallk / mAP / mINP / Precisionk are retrieval metrics; with "
                                   "Global.eval_mode: classification use TopkAcc");
-    if (!retrieval && !s.model->head()) root["Arch"].fail("Global.eval_mode: classification needs an Arch.Head");
+    if (!retrieval && !adaface && !s.model->head()) root["Arch"].fail("Global.eval_mode: classification needs an Arch.Head");
     if (!root["DataLoader"]["Eval"].defined()) root.fail("missing DataLoader.Eval");
     LoaderContext ctx;
     ctx.seed = g.seed;
     auto [query_node, gallery_node] = eval_sections(root["DataLoader"]["Eval"]);
     s.eval_query = DataLoader::create(query_node, ctx);
+    if (adaface && !dynamic_cast<const FiveValidationDataset*>(&s.eval_query->dataset()))
+      query_node["dataset"].fail("Global.eval_mode: adaface evaluates a FiveValidationDataset");
     // Identical Query and Gallery sections (the usual query = gallery protocol): extract once.
     if (retrieval && gallery_node && yaml_of(*gallery_node) != yaml_of(query_node))
       s.eval_gallery = DataLoader::create(*gallery_node, ctx);
@@ -254,6 +272,7 @@ void Trainer::evaluate_and_keep_best(int64_t epoch) {
   const auto values = evaluate(epoch);
   if (values.empty()) return;
   const double value = values.front().second;
+  if (s.optimizer) s.optimizer->observe_metric(value);  // ReduceOnPlateau follows the first metric, as PaddleClas
   std::string note;
   const bool better = s.best.offer(values.front().first, value, epoch, &note);
   if (!note.empty()) fmt::print("warning: {}\n", note);
@@ -284,7 +303,10 @@ void Trainer::end_of_epoch(int64_t epoch) {
 MetricValues Trainer::train(int64_t stop_after_epoch) {
   auto& s = *s_;
   const auto& g = s.g;
-  const int64_t iters = s.train_loader->batches_per_epoch();
+  // Global.iter_per_epoch (as PaddleClas): every epoch runs that many steps, reading the loader's epochs as one
+  // stream of batches (epoch e starts at stream batch (e - 1) * iters), so a resumed run continues exactly.
+  const int64_t loader_len = s.train_loader->batches_per_epoch();
+  const int64_t iters = g.iter_per_epoch.value_or(loader_len);
   if (s.pending_eval_epoch > 0) {
     fmt::print("Running the evaluation of epoch {} that the interrupted run had not finished\n", s.pending_eval_epoch);
     evaluate_and_keep_best(s.pending_eval_epoch);
@@ -299,10 +321,14 @@ MetricValues Trainer::train(int64_t stop_after_epoch) {
   for (int64_t epoch = s.start_epoch; epoch <= last_epoch; ++epoch) {
     s.model->train();
     s.train_loss->train();  // XBM memories advance only in training mode
-    s.train_loader->start_epoch(epoch - 1);
+    int64_t stream = (epoch - 1) * iters;  // this epoch's first batch in the loader's stream
+    s.train_loader->start_epoch(stream / loader_len, stream % loader_len);
     s.log->begin_epoch(epoch);
     int64_t it = 0;
-    while (auto batch = s.train_loader->next()) {
+    for (int64_t step = 0; step < iters; ++step, ++stream) {
+      if (step > 0 && stream % loader_len == 0) s.train_loader->start_epoch(stream / loader_len);
+      auto batch = s.train_loader->next();
+      FL_ASSERT(batch, "the training loader ended before batches_per_epoch batches");
       const auto t0 = Clock::now();
       auto images = batch->images.to(s.device);
       auto labels = batch->labels.to(s.device);
@@ -352,12 +378,53 @@ FeatureSet extract_features(RecModel& model, DataLoader& loader, const GlobalCon
 }
 }  // namespace
 
+namespace {
+// Global.eval_mode: adaface (as PaddleClas's adaface_eval): each image's `features` and those of its horizontal
+// flip are summed and L2-normalized (PaddleClas's norm-weighted fusion of the two unit embeddings, which is
+// the same vector), then scored by face verification on the FiveValidationDataset's sets.
+MetricValues evaluate_adaface(RecModelImpl& model, DataLoader& loader, torch::Device device) {
+  const auto* sets = dynamic_cast<const FiveValidationDataset*>(&loader.dataset());
+  FL_ASSERT(sets, "adaface evaluation without a FiveValidationDataset");
+  torch::NoGradGuard no_grad;
+  model.eval();
+  loader.start_epoch(0);
+  const int64_t n = static_cast<int64_t>(sets->size());
+  torch::Tensor fused;  // [N, D] in dataset order (the sampler may shuffle)
+  std::vector<char> seen(static_cast<size_t>(n), 0);
+  while (auto b = loader.next()) {
+    auto images = b->images.to(device);
+    auto f = model.forward(images).get("features").flatten(1).to(torch::kFloat32);
+    auto flipped = model.forward(images.flip({3})).get("features").flatten(1).to(torch::kFloat32);
+    auto x = torch::nn::functional::normalize(
+                 f + flipped, torch::nn::functional::NormalizeFuncOptions().p(2).dim(1).eps(1e-12))
+                 .cpu();
+    if (!fused.defined()) fused = torch::zeros({n, x.size(1)}, torch::kFloat32);
+    fused.index_copy_(0, b->indices, x);
+    for (int64_t k = 0; k < b->indices.numel(); ++k) seen[static_cast<size_t>(b->indices[k].item<int64_t>())] = 1;
+  }
+  if (!fused.defined()) throw Error("DataLoader.Eval yields no images");
+  if (std::find(seen.begin(), seen.end(), 0) != seen.end())
+    throw Error("DataLoader.Eval's sampler leaves out images of the FiveValidationDataset (drop_last?): every pair "
+                "must be evaluated");
+  std::vector<int64_t> issame(static_cast<size_t>(n));
+  std::vector<int> set_of(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) {
+    issame[static_cast<size_t>(i)] = sets->label(static_cast<size_t>(i));
+    set_of[static_cast<size_t>(i)] = sets->set_of(static_cast<size_t>(i));
+  }
+  const auto& names = FiveValidationDataset::set_names();
+  return evaluate_face_verification(fused, issame, set_of, std::vector<std::string>(names.begin(), names.end()));
+}
+}  // namespace
+
 MetricValues Trainer::evaluate(int64_t epoch) {
   auto& s = *s_;
   const auto& g = s.g;
   const auto start = Clock::now();
   MetricValues values;
-  if (g.eval_mode == "retrieval") {
+  if (g.eval_mode == "adaface") {
+    values = evaluate_adaface(*s.model, *s.eval_query, s.device);
+  } else if (g.eval_mode == "retrieval") {
     FeatureSet q = extract_features(s.model, *s.eval_query, g, s.device);
     FeatureSet gal = s.eval_gallery ? extract_features(s.model, *s.eval_gallery, g, s.device) : q;
     RetrievalOptions opt;

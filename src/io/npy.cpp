@@ -51,12 +51,13 @@ torch::Tensor load_npy(const std::string& path) {
   torch::ScalarType type;
   if (descr == "<f4") type = torch::kFloat32;
   else if (descr == "<i8") type = torch::kInt64;
-  else throw Error(path + ": unsupported .npy dtype " + descr + " (float32 / int64 only)");
+  else if (descr == "|b1") type = torch::kBool;  // e.g. the face-verification issame lists
+  else throw Error(path + ": unsupported .npy dtype " + descr + " (float32 / int64 / bool only)");
   // "3, 4" / "5," / "": non-negative dimensions; their product must fit the rest of the file (checked before
   // anything is allocated, so a damaged header cannot ask for gigabytes).
   std::vector<int64_t> shape;
   const std::string dims = m[1];
-  const uint64_t element = type == torch::kInt64 ? 8 : 4;
+  const uint64_t element = c10::elementSize(type);
   uint64_t extent = element;  // bytes, ignoring zero dimensions (saturated at UINT64_MAX)
   bool empty = false;
   for (size_t start = 0; start <= dims.size();) {

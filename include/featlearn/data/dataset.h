@@ -16,7 +16,10 @@
 //                    contains "train".
 //   CompCars         `path label`; bbox_crop (false) crops each image to the last line `x1 y1 x2 y2` of
 //                    label_root/<path stem>.txt.
-// Every dataset also accepts transform_ops (read by the loader).
+//   AdaFaceDataset   `path label` per line, whitespace separated; keys root_dir, label_path, transform (its
+//                    transform list, instead of transform_ops).
+//   FiveValidationDataset  the five face-verification sets as decoded float images (data/face_dataset.h).
+// Every other dataset also accepts transform_ops (read by the loader).
 //
 // Relabel maps the distinct labels, in increasing order, to 0..C-1. Blank lines are skipped. List errors name
 // file:line; images missing on disk are reported up front with their count and the first few paths.
@@ -47,6 +50,13 @@ class Dataset {
   // Crop applied right after decoding (CompCars bbox_crop); nullopt for none.
   virtual std::optional<BBox> crop_box(size_t /*i*/) const { return std::nullopt; }
   virtual bool has_camids() const = 0;
+  // Datasets that hold decoded images (FiveValidationDataset) return image i as CHW float32; the loader uses
+  // it as is (no decoding, no transform ops). nullopt for datasets of image files.
+  struct MemoryImage {
+    const float* data = nullptr;  // [channels, height, width], valid while the dataset lives
+    int channels = 0, height = 0, width = 0;
+  };
+  virtual std::optional<MemoryImage> memory_image(size_t /*i*/) const { return std::nullopt; }
   int64_t num_classes() const;  // max label + 1 (0 when empty)
 };
 

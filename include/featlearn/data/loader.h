@@ -58,8 +58,9 @@ class DataLoader {
   DataLoader(const DataLoader&) = delete;
   DataLoader& operator=(const DataLoader&) = delete;
 
-  // 0-based; abandons an epoch in progress.
-  void start_epoch(int64_t epoch);
+  // 0-based; abandons an epoch in progress. `first_batch` > 0 starts at that batch of the epoch (the batches
+  // before it are not built; the ones after it are the same as from the start).
+  void start_epoch(int64_t epoch, int64_t first_batch = 0);
   // Batches in sampler order; nullopt at the end of the epoch (or before start_epoch). Rethrows worker errors
   // (with the image path) as featlearn::Error.
   std::optional<Batch> next();

@@ -33,6 +33,9 @@ struct GlobalConfig {
   int64_t sim_block_size = 64;
   bool re_ranking = false;
   bool overwrite_output = false;                // featlearn: a fresh run may replace output_dir's checkpoints
+  // Training steps per epoch instead of the loader's batches per epoch (PaddleClas's iter_per_epoch; the loader's
+  // epochs are read as one stream of batches). Also the LR schedules' iterations per epoch.
+  std::optional<int64_t> iter_per_epoch;
 
   static GlobalConfig parse(const ConfigNode& global);
 };
@@ -40,7 +43,20 @@ struct GlobalConfig {
 // "cpu" -> CPU; "gpu" -> the first CUDA device, or a ConfigError at `where` when LibTorch sees none.
 c10::Device resolve_device(const std::string& device, const ConfigNode& where);
 
-// Checks the top-level sections (Global, Arch, Loss, Optimizer, DataLoader, Metric, Infer).
+// The top-level `AMP` section (PaddleClas's mixed precision; docs/config.md, "AMP"). As in PaddleClas a present
+// section turns AMP on unless it says `use_amp: False`.
+struct AmpConfig {
+  bool use_amp = false;                   // absent section: off; present: default true
+  bool use_fp16_test = false;             // evaluation under autocast too
+  double scale_loss = 1.0;                // initial loss scale
+  bool use_dynamic_loss_scaling = false;  // Paddle's GradScaler rule (x2 after 1000 good steps, x0.5 after 2 bad)
+  bool use_promote = false;
+  std::string level = "O1";               // O1 (mixed) | O2 (pure fp16)
+
+  static AmpConfig parse(const ConfigNode& amp);  // `amp` may be undefined (then off)
+};
+
+// Checks the top-level sections (Global, Arch, Loss, Optimizer, DataLoader, Metric, Infer, AMP).
 void check_root_sections(const ConfigNode& root);
 
 }  // namespace featlearn

@@ -9,7 +9,7 @@ namespace featlearn {
 
 // Writes a contiguous CPU float32 or int64 tensor atomically (temp file + rename).
 void save_npy(const std::string& path, const torch::Tensor& tensor);
-// Reads a little-endian C-order float32 / int64 .npy; throws featlearn::Error naming the file otherwise.
+// Reads a little-endian C-order float32 / int64 / bool .npy; throws featlearn::Error naming the file otherwise.
 torch::Tensor load_npy(const std::string& path);
 
 }  // namespace featlearn
