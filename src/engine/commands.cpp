@@ -5,6 +5,7 @@
 #include <featlearn/engine/inference_model.h>
 #include <featlearn/engine/trainer.h>
 #include <featlearn/io/npy.h>
+#include <featlearn/model/distillation_model.h>
 #include <fmt/format.h>
 #include <torch/torch.h>
 
@@ -60,11 +61,19 @@ int cmd_export(const ConfigArgs& args) {
     root["Global"].fail("export needs Global.pretrained_model (e.g. -o Global.pretrained_model=output/RecModel/best_model)");
   const auto device = resolve_device(g.device, root["Global"]["device"]);
   // Build the model as trained, load its weights, then write it without the Head (unless logits are exported).
-  RecModel trained(root["Arch"], g.image_shape);
-  load_checkpoint(*g.pretrained_model, *trained, nullptr, nullptr);
+  // Of a DistillationModel only the infer_model_name model is exported, with the DistillationModel's
+  // infer_output_key / infer_add_softmax (as PaddleClas's export).
+  ArchModelPtr trained_arch = build_arch(root["Arch"], g.image_shape);
+  load_checkpoint(*g.pretrained_model, *trained_arch, nullptr, nullptr);
+  RecModelImpl* trained = &trained_arch->infer_model();
+  const auto* distill = dynamic_cast<const DistillationModelImpl*>(trained_arch.get());
 
-  YAML::Node arch = YAML::Clone(root["Arch"].yaml());
-  const std::string key = trained->infer_output_key();
+  YAML::Node arch = YAML::Clone(infer_arch_node(root["Arch"]).yaml());
+  const std::string key = trained_arch->infer_output_key();
+  if (distill) {
+    arch["infer_output_key"] = key;
+    arch["infer_add_softmax"] = trained_arch->infer_add_softmax();
+  }
   if (key != "logits") arch.remove("Head");
   if (arch["Backbone"] && arch["Backbone"]["pretrained"]) arch["Backbone"].remove("pretrained");
   YAML::Node spec;
@@ -109,8 +118,9 @@ int cmd_export(const ConfigArgs& args) {
   spec_cfg.save((dir / "inference.yaml").string());
   int64_t nparams = 0;
   for (const auto& p : exported->parameters()) nparams += p.numel();
-  fmt::print("Exported {} ({} parameters, output '{}'{}, checked on {}) to {}\n", checkpoint_path(*g.pretrained_model),
-             nparams, key, trained->infer_add_softmax() ? " + softmax" : "", g.device, dir.string());
+  fmt::print("Exported {}{} ({} parameters, output '{}'{}, checked on {}) to {}\n", checkpoint_path(*g.pretrained_model),
+             distill ? " model " + distill->infer_model_name() : "", nparams, key,
+             trained_arch->infer_add_softmax() ? " + softmax" : "", g.device, dir.string());
   return 0;
 }
 

@@ -1,10 +1,11 @@
-// `featlearn describe -c CFG [-o ...]`: the RecModel's module tree with every BackboneStopLayer name, the
+// `featlearn describe -c CFG [-o ...]`: the RecModel's (each DistillationModel model's) module tree with every BackboneStopLayer name, the
 // output shape of each top-level backbone stage for Global.image_shape, parameter counts, multiply-accumulates and the
 // feature shape.
 #include <featlearn/engine/commands.h>
 
 #include <featlearn/config/config.h>
 #include <featlearn/model/compute_count.h>
+#include <featlearn/model/distillation_model.h>
 #include <featlearn/model/rec_model.h>
 #include <featlearn/model/stop_layer.h>
 
@@ -52,6 +53,8 @@ std::string type_name(const torch::nn::Module& m) {
   return n;
 }
 
+void describe_rec_model(RecModelImpl& model, const ConfigNode& arch, const std::vector<int64_t>& image_shape);
+
 }  // namespace
 
 int cmd_describe(const ConfigArgs& args) {
@@ -66,14 +69,44 @@ int cmd_describe(const ConfigArgs& args) {
   if (image_shape.size() != 3) root["Global"]["image_shape"].fail("expected [C, H, W]");
 
   torch::manual_seed(0);
-  RecModel model(arch, image_shape);
-  model->eval();
-  auto backbone = model->backbone();
+  ArchModelPtr built = build_arch(arch, image_shape);
+  built->eval();
+  std::cout << "config: " << cfg.file() << "\n";
+  const auto* distill = dynamic_cast<const DistillationModelImpl*>(built.get());
+  if (!distill) {
+    describe_rec_model(built->infer_model(), arch, image_shape);
+    return 0;
+  }
+  // A DistillationModel: its models, then each model as a RecModel is shown.
+  std::cout << "Arch: DistillationModel  models: " << join(distill->model_names())
+            << "  infer_model_name: " << distill->infer_model_name() << "  infer output: " << distill->infer_output_key()
+            << (distill->infer_add_softmax() ? " + softmax" : "") << "  is_rec: " << (distill->is_rec() ? "True" : "False")
+            << "\n";
+  for (size_t i = 0; i < arch["models"].size(); ++i) {
+    const auto [name, node] = arch["models"].at(i).single_entry();
+    std::string pretrained;
+    for (const auto& [m, prefix] : distill->pretrained())
+      if (m == name) pretrained = ", weights from " + prefix;
+    std::cout << "\n==== model " << name << " (Arch.models[" << i << "]"
+              << (distill->frozen(name) ? ", frozen" : ", trainable") << pretrained
+              << (name == distill->infer_model_name() ? ", evaluated and exported" : "") << "; parameter names "
+              << name << ".*) ====\n";
+    describe_rec_model(*distill->model(name), node, image_shape);
+  }
+  const auto all = built->parameters();
+  std::cout << "\nDistillationModel parameters: " << thousands(count(all, false)) << " total, "
+            << thousands(count(all, true)) << " trainable\n";
+  return 0;
+}
+
+namespace {
+// One RecModel (Arch or an Arch.models entry `arch`): module tree, stage shapes, outputs, parameter counts.
+void describe_rec_model(RecModelImpl& model, const ConfigNode& arch, const std::vector<int64_t>& image_shape) {
+  auto backbone = model.backbone();
   auto* stoppable = dynamic_cast<StoppableBackboneImpl*>(backbone.get());
   const std::string bb_name =
       stoppable && !stoppable->config_name.empty() ? stoppable->config_name : type_name(*backbone);
 
-  std::cout << "config: " << cfg.file() << "\n";
   std::cout << "Arch: RecModel  Backbone: " << bb_name;
   if (stoppable && !stoppable->stop_path().empty())
     std::cout << "  BackboneStopLayer: " << arch["BackboneStopLayer"].get<std::string>("name", "")
@@ -108,15 +141,15 @@ int cmd_describe(const ConfigArgs& args) {
   }
   std::cout << "backbone: " << batch_shape(bb_out) << "\n";
   torch::Tensor features = bb_out;
-  if (auto neck = model->neck()) {
+  if (auto neck = model.neck()) {
     features = neck->forward(bb_out);
     std::cout << "neck (" << arch["Neck"].get<std::string>("name", "?") << "): " << batch_shape(features) << "\n";
   }
   std::cout << "features: " << batch_shape(features) << "\n";
-  if (auto head = model->head()) {
-    const torch::Tensor head_in = model->head_feature_from() == "backbone" ? bb_out : features;
+  if (auto head = model.head()) {
+    const torch::Tensor head_in = model.head_feature_from() == "backbone" ? bb_out : features;
     const std::string label = "logits (" + arch["Head"].get<std::string>("name", "?") + ", from " +
-                              model->head_feature_from() + "): ";
+                              model.head_feature_from() + "): ";
     std::string shape;
     try {
       shape = batch_shape(head->forward(head_in, {}));
@@ -126,18 +159,18 @@ int cmd_describe(const ConfigArgs& args) {
     }
     std::cout << label << shape << "\n";
   }
-  std::cout << "infer output: " << model->infer_output_key() << (model->infer_add_softmax() ? " + softmax" : "")
+  std::cout << "infer output: " << model.infer_output_key() << (model.infer_add_softmax() ? " + softmax" : "")
             << "\n";
 
-  const auto all = model->parameters();
+  const auto all = model.parameters();
   std::cout << "\nparameters: " << thousands(count(all, false)) << " total, " << thousands(count(all, true))
             << " trainable (backbone " << thousands(count(backbone->parameters(), false));
-  if (model->neck()) std::cout << ", neck " << thousands(count(model->neck()->parameters(), false));
-  if (model->head()) std::cout << ", head " << thousands(count(model->head()->parameters(), false));
+  if (model.neck()) std::cout << ", neck " << thousands(count(model.neck()->parameters(), false));
+  if (model.head()) std::cout << ", head " << thousands(count(model.head()->parameters(), false));
   std::cout << ")\n";
 
   // One image of Global.image_shape through the whole model (eval); counting conventions: compute_count.h.
-  const ComputeCount mac = count_compute(*model, [&] { model->forward(x); });
+  const ComputeCount mac = count_compute(model, [&] { model.forward(x); });
   auto giga = [](int64_t n) { return fmt::format("{:.3f}G", static_cast<double>(n) / 1e9); };
   std::cout << "multiply-accumulates per [1," << image_shape[0] << "," << image_shape[1] << "," << image_shape[2]
             << "] image: " << thousands(mac.macs()) << " (" << giga(mac.macs()) << "; conv " << thousands(mac.conv_macs)
@@ -145,7 +178,8 @@ int cmd_describe(const ConfigArgs& args) {
   std::cout << "FLOPs as PaddleClas publishes them (paddle.flops: conv + bias, linear, 2 x batch-norm elements, "
                "average pooling): "
             << thousands(mac.paddle_flops()) << " (" << giga(mac.paddle_flops()) << ")\n";
-  return 0;
 }
+
+}  // namespace
 
 }  // namespace featlearn

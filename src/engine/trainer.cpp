@@ -8,6 +8,7 @@
 #include <featlearn/engine/checkpoint.h>
 #include <featlearn/loss/loss.h>
 #include <featlearn/metric/face_verification.h>
+#include <featlearn/model/distillation_model.h>
 #include <featlearn/model/rec_model.h>
 #include <featlearn/optim/optimizer.h>
 #include <fmt/format.h>
@@ -82,7 +83,7 @@ struct Trainer::State {
   GlobalConfig g;
   Mode mode = Mode::kTrain;
   torch::Device device{torch::kCPU};
-  RecModel model{nullptr};
+  ArchModelPtr model;  // a RecModel or a DistillationModel (model/arch.h)
   CombinedLoss train_loss{nullptr};
   CombinedLoss eval_loss{nullptr};  // Loss.Eval: reported in classification eval, as PaddleClas does
   std::unique_ptr<OptimizerSet> optimizer;
@@ -158,8 +159,15 @@ Trainer::Trainer(Config config, Mode mode) : s_(std::make_unique<State>(std::mov
 
   // Everything the run will need is built (and so checked) before anything is written or trained.
   if (!root["Arch"].defined()) root.fail("missing the Arch section");
-  s.model = RecModel(root["Arch"], g.image_shape);
+  s.model = build_arch(root["Arch"], g.image_shape);
   s.model->to(s.device);
+  // DistillationModel's pretrained_list: each model's own checkpoint, before Global.pretrained_model and
+  // checkpoints, which replace the whole model (as PaddleClas loads them).
+  if (auto* distill = dynamic_cast<DistillationModelImpl*>(s.model.get()))
+    for (const auto& [name, prefix] : distill->pretrained()) {
+      load_checkpoint(prefix, *distill->model(name), nullptr, nullptr);
+      fmt::print("Loaded {} weights from {}\n", name, checkpoint_path(prefix));
+    }
 
   // The metric set (validated up front, also in training mode, so a typo fails before hours of training).
   if (root["Metric"].defined() && root["Metric"]["Eval"].defined()) {
@@ -168,12 +176,14 @@ Trainer::Trainer(Config config, Mode mode) : s_(std::make_unique<State>(std::mov
   }
   if (root["Loss"]["Eval"].defined()) {
     s.eval_loss = CombinedLoss(root["Loss"]["Eval"]);
+    s.eval_loss->check_models(s.model->model_names());
     s.eval_loss->to(s.device);
   }
   if (train) {
     if (!root["Loss"]["Train"].defined()) root.fail("missing Loss.Train (the training losses)");
     root["Loss"].check_keys({"Train", "Eval"});
     s.train_loss = CombinedLoss(root["Loss"]["Train"]);
+    s.train_loss->check_models(s.model->model_names());
     s.train_loss->to(s.device);
     if (!root["DataLoader"]["Train"].defined()) root.fail("missing DataLoader.Train");
     root["DataLoader"].check_keys({"Train", "Eval"});
@@ -183,9 +193,10 @@ Trainer::Trainer(Config config, Mode mode) : s_(std::make_unique<State>(std::mov
     if (s.train_loader->batches_per_epoch() <= 0)
       root["DataLoader"]["Train"].fail("yields no batch per epoch (fewer images than batch_size with drop_last?)");
 
-    // Optimizer scopes: "RecModel" and each loss with parameters (e.g. CenterLoss), by its config name.
+    // Optimizer scopes: the model ("RecModel" / "DistillationModel") and each loss with parameters (e.g.
+    // CenterLoss), by its config name.
     ParameterScopes scopes;
-    scopes.emplace_back("RecModel", named_parameters_of(*s.model));
+    scopes.emplace_back(s.model->arch_name(), named_parameters_of(*s.model));
     for (const auto& child : s.train_loss->named_children()) {
       auto params = named_parameters_of(*child.value());
       if (!params.empty()) scopes.emplace_back(child.key(), params);
@@ -211,7 +222,8 @@ Trainer::Trainer(Config config, Mode mode) : s_(std::make_unique<State>(std::mov
     if (!retrieval && !adaface && s.metrics->has_retrieval())
       root["Metric"]["Eval"].fail("Recallk / mAP / mINP / Precisionk are retrieval metrics; with "
                                   "Global.eval_mode: classification use TopkAcc");
-    if (!retrieval && !adaface && !s.model->head()) root["Arch"].fail("Global.eval_mode: classification needs an Arch.Head");
+    if (!retrieval && !adaface && !s.model->infer_model().head())
+      root["Arch"].fail("Global.eval_mode: classification needs an Arch.Head");
     if (!root["DataLoader"]["Eval"].defined()) root.fail("missing DataLoader.Eval");
     LoaderContext ctx;
     ctx.seed = g.seed;
@@ -356,13 +368,14 @@ MetricValues Trainer::train(int64_t stop_after_epoch) {
 }
 
 namespace {
-FeatureSet extract_features(RecModel& model, DataLoader& loader, const GlobalConfig& g, torch::Device device) {
+// `model`: the model evaluation uses (a DistillationModel's infer_model_name model).
+FeatureSet extract_features(RecModelImpl& model, DataLoader& loader, const GlobalConfig& g, torch::Device device) {
   torch::NoGradGuard no_grad;
-  model->eval();
+  model.eval();
   loader.start_epoch(0);
   std::vector<torch::Tensor> feats, labels, camids;
   while (auto b = loader.next()) {
-    auto out = model->forward(b->images.to(device));
+    auto out = model.forward(b->images.to(device));
     auto f = out.get(g.retrieval_feature_from).flatten(1).to(torch::kFloat32);
     feats.push_back(f);
     labels.push_back(b->labels);
@@ -423,10 +436,10 @@ MetricValues Trainer::evaluate(int64_t epoch) {
   const auto start = Clock::now();
   MetricValues values;
   if (g.eval_mode == "adaface") {
-    values = evaluate_adaface(*s.model, *s.eval_query, s.device);
+    values = evaluate_adaface(s.model->infer_model(), *s.eval_query, s.device);
   } else if (g.eval_mode == "retrieval") {
-    FeatureSet q = extract_features(s.model, *s.eval_query, g, s.device);
-    FeatureSet gal = s.eval_gallery ? extract_features(s.model, *s.eval_gallery, g, s.device) : q;
+    FeatureSet q = extract_features(s.model->infer_model(), *s.eval_query, g, s.device);
+    FeatureSet gal = s.eval_gallery ? extract_features(s.model->infer_model(), *s.eval_gallery, g, s.device) : q;
     RetrievalOptions opt;
     opt.block_size = g.sim_block_size;
     opt.re_ranking = g.re_ranking;

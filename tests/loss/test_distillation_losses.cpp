@@ -161,6 +161,25 @@ TEST(DistillationLosses, TermsAndWeightsInCombinedLoss) {
   EXPECT_NEAR(r2.terms[3].second.item<double>(), std::log(2.0), 1e-9);
 }
 
+// PaddleClas's CombinedLoss keeps only the first term of a single-entry list (unweighted) and lets an equal
+// term key of a later entry replace an earlier one in the sum; featlearn weights and sums every term
+// (docs/paddleclas-differences.md, KD4).
+TEST(DistillationLosses, EveryTermCountsAlsoAloneOrRepeated) {
+  const auto out = distill_output({{"Teacher", mat({{std::log(3.0), 0}})}, {"Student", mat({{0, 0}})}});
+  const auto labels = torch::tensor({1}, torch::kLong);
+  auto alone = combined("Train:\n  - DistillationGTCELoss: {weight: 0.5, model_names: [Student, Teacher]}\n");
+  EXPECT_NEAR(alone->forward(out, labels).total.item<double>(), 0.5 * (std::log(2.0) + std::log(4.0)), 1e-9);
+  auto twice = combined(R"(Train:
+  - DistillationGTCELoss: {weight: 1.0, model_names: [Student]}
+  - DistillationGTCELoss: {weight: 2.0, model_names: [Student]}
+)");
+  const auto r = twice->forward(out, labels);
+  ASSERT_EQ(r.terms.size(), 2u);
+  EXPECT_EQ(r.terms[0].first, "DistillationGTCELoss.CELoss_Student");
+  EXPECT_EQ(r.terms[1].first, "DistillationGTCELoss_2.CELoss_Student");
+  EXPECT_NEAR(r.total.item<double>(), 3.0 * std::log(2.0), 1e-9);
+}
+
 TEST(DistillationLosses, ModelChecksAndConfigErrors) {
   auto gtce = combined("Train:\n  - DistillationGTCELoss: {weight: 1.0, model_names: [Studnet]}\n");
   auto msg = error_of([&] { gtce->check_models({"Teacher", "Student"}); });
