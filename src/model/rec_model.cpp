@@ -9,7 +9,10 @@ namespace featlearn {
 RecModelImpl::RecModelImpl(const ConfigNode& arch, const std::vector<int64_t>& image_shape) {
   if (!arch.is_map()) arch.fail("expected a map (name: RecModel, Backbone, ...)");
   arch.check_keys({"name", "Backbone", "BackboneStopLayer", "Neck", "Head", "infer_output_key",
-                   "infer_add_softmax", "head_feature_from", "is_rec"});
+                   "infer_add_softmax", "head_feature_from", "is_rec", "use_sync_bn"});
+  // PaddleClas converts BatchNorm to SyncBatchNorm across processes; with one process the two are the same
+  // (docs/config.md, "Arch"), so the key is only type-checked.
+  arch.get<bool>("use_sync_bn", false);
   const std::string name = arch.require<std::string>("name");
   if (name != "RecModel")
     arch["name"].fail("unsupported architecture '" + name +

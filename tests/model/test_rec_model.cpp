@@ -127,3 +127,19 @@ TEST(RecModel, ConfigErrors) {
   msg = error_of([] { make("  name: RecModel\n"); });
   EXPECT_NE(msg.find("Backbone"), std::string::npos) << msg;
 }
+
+// Arch.use_sync_bn: one process has one set of BatchNorm statistics either way, so the model is the same
+// (parameters and outputs); the value must still be a boolean.
+TEST(RecModel, UseSyncBnIsTheSameModelOnOneProcess) {
+  const std::string arch = "  name: RecModel\n  Backbone: {name: ResNet18}\n  BackboneStopLayer: {name: flatten}\n";
+  torch::manual_seed(3);
+  auto plain = make(arch);
+  torch::manual_seed(3);
+  auto sync = make(arch + "  use_sync_bn: True\n");
+  torch::NoGradGuard ng;
+  const auto x = torch::randn({2, 3, 32, 32});
+  EXPECT_TRUE(torch::equal(plain->forward(x).features, sync->forward(x).features));
+  EXPECT_EQ(plain->named_parameters().size(), sync->named_parameters().size());
+  const auto msg = error_of([&] { make(arch + "  use_sync_bn: sometimes\n"); });
+  EXPECT_NE(msg.find("use_sync_bn"), std::string::npos) << msg;
+}
