@@ -65,13 +65,7 @@ int64_t count(const torch::nn::Module& m) {
 }
 
 BackbonePtr build(const std::string& backbone_yaml, const std::string& stop = "") {
-  std::string text = "Arch:\n  Backbone: " + backbone_yaml + "\n";
-  if (!stop.empty()) text += "  BackboneStopLayer: {name: \"" + stop + "\"}\n";
-  auto cfg = Config::from_string(text, "test.yaml");
-  torch::manual_seed(0);
-  auto bb = build_backbone(cfg["Arch"]["Backbone"], cfg["Arch"]["BackboneStopLayer"]);
-  bb->eval();
-  return bb;
+  return featlearn::test::backbone_from_yaml(backbone_yaml, stop);
 }
 
 }  // namespace

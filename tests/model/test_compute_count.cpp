@@ -5,6 +5,7 @@
 
 #include <featlearn/config/config.h>
 
+#include "backbone_test_util.h"
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -25,9 +26,7 @@ ComputeCount count_of(nn::Module& m, const std::function<torch::Tensor(const tor
 }
 
 ComputeCount backbone_count(const std::string& yaml, int64_t hw = 224) {
-  auto cfg = Config::from_string("Arch:\n  Backbone: " + yaml + "\n", "test.yaml");
-  torch::manual_seed(0);
-  auto bb = build_backbone(cfg["Arch"]["Backbone"], cfg["Arch"]["BackboneStopLayer"]);
+  auto bb = featlearn::test::backbone_from_yaml(yaml);
   return count_of(*bb, [&](const torch::Tensor& x) { return bb->forward(x); }, {1, 3, hw, hw});
 }
 

@@ -25,14 +25,9 @@ namespace {
 
 using Shape = std::vector<int64_t>;
 
+// Arch.Backbone (+ BackboneStopLayer) from YAML, seeded, in eval mode.
 BackbonePtr mv3(const std::string& yaml, const std::string& stop = "", uint64_t seed = 0) {
-  std::string text = "Arch:\n  Backbone: " + yaml + "\n";
-  if (!stop.empty()) text += "  BackboneStopLayer: {name: \"" + stop + "\"}\n";
-  auto cfg = Config::from_string(text, "test.yaml");
-  torch::manual_seed(seed);
-  auto bb = build_backbone(cfg["Arch"]["Backbone"], cfg["Arch"]["BackboneStopLayer"]);
-  bb->eval();
-  return bb;
+  return featlearn::test::backbone_from_yaml(yaml, stop, seed);
 }
 
 std::map<std::string, std::vector<int64_t>> shapes(const BackbonePtr& bb) {
