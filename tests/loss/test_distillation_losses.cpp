@@ -8,10 +8,12 @@
 #include <featlearn/loss/loss.h>
 
 #include "gradient_check.h"
+#include "../model/backbone_test_util.h"  // error_of
 
 #include <cmath>
 
 using namespace featlearn;
+using featlearn::test::error_of;
 
 namespace {
 
@@ -34,15 +36,6 @@ ModelOutput distill_output(const std::vector<std::pair<std::string, torch::Tenso
     out.models.emplace_back(name, m);
   }
   return out;
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
 }
 
 CombinedLoss combined(const std::string& yaml) {

@@ -6,8 +6,10 @@
 
 #include <gtest/gtest.h>
 #include <torch/torch.h>
+#include "backbone_test_util.h"  // error_of
 
 using namespace featlearn;
+using featlearn::test::error_of;
 
 namespace {
 
@@ -28,15 +30,6 @@ ArchModelPtr make(const std::string& yaml, const std::vector<std::string>& overr
   auto cfg = Config::from_string(yaml, "arch.yaml");
   cfg.apply_overrides(overrides);
   return build_arch(cfg["Arch"], {3, 32, 32});
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
 }
 
 }  // namespace
