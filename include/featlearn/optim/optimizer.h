@@ -33,9 +33,10 @@
 //   SGD, Adam (list form): name — a label, accepted and unused.
 //
 // Scopes (key `scope`; default "all" for the single-map form, required in the list form): "all"; the name of a scope passed to create() ("RecModel" = the model, a
-// loss name such as "CenterLoss" = that loss's parameters); otherwise a sub-layer of RecModel: the scope is
-// matched (regex full match, as PaddleClas) against every dotted prefix of the RecModel parameter names, so
-// `backbone` selects backbone.*. A parameter may be optimized by only one optimizer.
+// loss name such as "CenterLoss" = that loss's parameters); otherwise a sub-layer of the model (the scope named
+// RecModel or DistillationModel): the scope is matched (regex full match, as PaddleClas) against every dotted
+// prefix of the model's parameter names, so `backbone` selects backbone.*, and of a DistillationModel
+// `Student` selects Student.*. A parameter may be optimized by only one optimizer.
 #pragma once
 #include <torch/nn/module.h>
 #include <torch/serialize/archive.h>
