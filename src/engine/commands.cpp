@@ -2,6 +2,7 @@
 #include <featlearn/data/loader.h>
 #include <featlearn/engine/checkpoint.h>
 #include <featlearn/engine/commands.h>
+#include <featlearn/engine/global_config.h>
 #include <featlearn/engine/inference_model.h>
 #include <featlearn/engine/trainer.h>
 #include <featlearn/io/npy.h>
@@ -20,6 +21,7 @@ namespace {
 Config load_config(const ConfigArgs& args) {
   Config c = Config::load(args.config);
   c.apply_overrides(args.overrides);
+  check_root_sections(c.root());
   return c;
 }
 

@@ -2,6 +2,7 @@
 // output shape of each top-level backbone stage for Global.image_shape, parameter counts, multiply-accumulates and the
 // feature shape.
 #include <featlearn/engine/commands.h>
+#include <featlearn/engine/global_config.h>
 
 #include <featlearn/config/config.h>
 #include <featlearn/model/compute_count.h>
@@ -61,6 +62,7 @@ int cmd_describe(const ConfigArgs& args) {
   Config cfg = Config::load(args.config);
   cfg.apply_overrides(args.overrides);
   const ConfigNode root = cfg.root();
+  check_root_sections(root);
   const ConfigNode arch = root["Arch"];
   if (!arch.defined()) root.fail("missing required section 'Arch'");
   std::vector<int64_t> image_shape = {3, 224, 224};

@@ -18,6 +18,7 @@
 #include <filesystem>
 #include <fmt/format.h>
 #include <fstream>
+#include <map>
 #include <sstream>
 #include <unistd.h>
 
@@ -126,6 +127,12 @@ Config small_run_of(const std::string& rel, const fs::path& base) {
   std::vector<std::string> pretrained;
   collect_keys(cfg["Arch"], "Arch", "pretrained", &pretrained);
   for (const auto& p : pretrained) cfg.apply_override(p + "=False");
+  // Head class counts are the dataset's (like its paths): 16 classes, not the 185,341 of a product corpus, so the
+  // test does not spend its time writing gigabytes of margin-head checkpoints.
+  std::vector<std::string> class_nums;
+  collect_keys(cfg["Arch"], "Arch", "class_num", &class_nums);
+  for (const auto& p : class_nums)
+    if (p.size() >= 14 && p.compare(p.size() - 14, 14, "Head.class_num") == 0) cfg.apply_override(p + "=16");
   for (const std::string o : {"output_dir=" + (base / "out").string(), std::string("device=cpu"),
                               std::string("epochs=1"), std::string("iter_per_epoch=1"), std::string("eval_during_train=True"),
                               std::string("eval_interval=1"), std::string("save_interval=1"),
@@ -138,11 +145,11 @@ Config small_run_of(const std::string& rel, const fs::path& base) {
     const bool train = set.find(".Eval") == std::string::npos;
     const auto sampler = node_at(cfg, set)["sampler"];
     const int64_t k = instances_of(sampler);
-    const int64_t batch = train ? (k > 0 ? 2 * k : 4) : 4;
+    const int64_t batch = train ? (k > 0 ? 2 * k : 2) : 2;
     cfg.apply_override(set + ".sampler.batch_size=" + std::to_string(batch));
     if (node_at(cfg, set)["loader"]["num_workers"].defined()) cfg.apply_override(set + ".loader.num_workers=1");
     const int per_id = train ? static_cast<int>(std::max<int64_t>(k, 2)) : 2;
-    make_dataset_for(cfg, set, base / ("data" + std::to_string(i)), 4, per_id);
+    make_dataset_for(cfg, set, base / ("data" + std::to_string(i)), train ? 4 : 2, per_id);
   }
   return cfg;
 }
@@ -186,11 +193,23 @@ std::string error_of(const std::function<void()>& f) {
 // built from the config as written (paths, pretrained weights, batch sizes and epochs aside).
 class AllConfigs : public testing::TestWithParam<std::string> {};
 
+// Configs that PaddleClas cannot run either, with the error featlearn gives instead (docs/paddleclas-differences.md).
+const std::map<std::string, std::string> kBrokenUpstream = {
+    // RandomCrop is paddle.vision's ([h, w]); the config's [128, 256] is [w, h] (D9).
+    {"ResNet50_UReID_infer.yaml", "RandomCrop: the image is 148x276 (w x h), smaller than the crop of 256x128"},
+};
+
 TEST_P(AllConfigs, TrainsOneStepAndEvaluates) {
   const std::string rel = GetParam();
   const fs::path base = fs::temp_directory_path() / fmt::format("featlearn_cfg_{}_{}", getpid(), test_name_of(rel));
   fs::remove_all(base);
   Config cfg = small_run_of(rel, base);
+  if (kBrokenUpstream.count(rel)) {
+    const auto msg = error_of([&] { Trainer(cfg, Trainer::Mode::kTrain).train(); });
+    EXPECT_NE(msg.find(kBrokenUpstream.at(rel)), std::string::npos) << msg;
+    fs::remove_all(base);
+    return;
+  }
   MetricValues metrics;
   {
     Trainer trainer(cfg, Trainer::Mode::kTrain);
