@@ -191,7 +191,9 @@ std::unique_ptr<DataLoader> DataLoader::create(const ConfigNode& section, const 
   const char* ops_key = adaface ? "transform" : "transform_ops";
   // A dataset with `backend: pil` (VeriWild, Market1501, ...) hands PIL images to the ops (ImageState::pil).
   const auto backend = ds_node["backend"];
-  const bool pil_input = backend.defined() && backend.is_scalar() && backend.as<std::string>() == "pil";
+  // AdaFaceDataset opens its images with PIL.
+  const bool pil_input =
+      adaface || (backend.defined() && backend.is_scalar() && backend.as<std::string>() == "pil");
   auto pipeline =
       std::make_shared<TransformPipeline>(TransformPipeline::create(ds_node[ops_key], pil_input));
   std::shared_ptr<const Dataset> ds = create_dataset(ds_node);

@@ -82,6 +82,35 @@ class Resize : public Transform {
 // paddle.vision.transforms.RandomResizedCrop: up to 10 tries of area U(scale) · image area and aspect ratio
 // exp(U(log ratio)), w = round(sqrt(area · ratio)), h = round(sqrt(area / ratio)), accepted when it fits, at a
 // uniform position; else a center crop clamped to the ratio range. The crop is resized to `size`.
+// paddle.vision RandomResizedCrop._get_param: up to 10 draws of an area fraction in `scale` and a log-uniform
+// aspect ratio in `ratio`, then a uniform position; else the largest central box within `ratio`.
+cv::Rect random_resized_box(int width, int height, const std::array<double, 2>& scale,
+                            const std::array<double, 2>& ratio, Rng& rng) {
+  const double area = static_cast<double>(height) * width;
+  const double log_lo = std::log(ratio[0]), log_hi = std::log(ratio[1]);
+  for (int attempt = 0; attempt < 10; ++attempt) {
+    const double target_area = rng.uniform(scale[0], scale[1]) * area;
+    const double aspect = std::exp(rng.uniform(log_lo, log_hi));
+    const int w = py_round(std::sqrt(target_area * aspect));
+    const int h = py_round(std::sqrt(target_area / aspect));
+    if (0 < w && w <= width && 0 < h && h <= height) {
+      const int top = static_cast<int>(rng.randint(0, height - h));
+      const int left = static_cast<int>(rng.randint(0, width - w));
+      return {left, top, w, h};
+    }
+  }
+  const double in_ratio = static_cast<double>(width) / height;
+  int w = width, h = height;
+  if (in_ratio < ratio[0]) {
+    h = py_round(w / ratio[0]);
+  } else if (in_ratio > ratio[1]) {
+    w = py_round(h * ratio[1]);
+  }
+  w = std::clamp(w, 1, width);
+  h = std::clamp(h, 1, height);
+  return {(width - w) / 2, (height - h) / 2, w, h};
+}
+
 class RandomResizedCrop : public Transform {
  public:
   RandomResizedCrop(const ConfigNode& p, const ImageState& st)
@@ -93,38 +122,12 @@ class RandomResizedCrop : public Transform {
     ratio_ = read_range(p, "ratio", ratio_, 0.0, true);
   }
   void apply(cv::Mat& img, Rng& rng) const override {
-    img = img(crop_box(img.cols, img.rows, rng)).clone();
+    img = img(random_resized_box(img.cols, img.rows, scale_, ratio_, rng)).clone();
     resizer_.resize(img, size_, rng);
   }
   std::string name() const override { return "RandomResizedCrop"; }
 
  private:
-  cv::Rect crop_box(int width, int height, Rng& rng) const {
-    const double area = static_cast<double>(height) * width;
-    const double log_lo = std::log(ratio_[0]), log_hi = std::log(ratio_[1]);
-    for (int attempt = 0; attempt < 10; ++attempt) {
-      const double target_area = rng.uniform(scale_[0], scale_[1]) * area;
-      const double aspect = std::exp(rng.uniform(log_lo, log_hi));
-      const int w = py_round(std::sqrt(target_area * aspect));
-      const int h = py_round(std::sqrt(target_area / aspect));
-      if (0 < w && w <= width && 0 < h && h <= height) {
-        const int top = static_cast<int>(rng.randint(0, height - h));
-        const int left = static_cast<int>(rng.randint(0, width - w));
-        return {left, top, w, h};
-      }
-    }
-    const double in_ratio = static_cast<double>(width) / height;
-    int w = width, h = height;
-    if (in_ratio < ratio_[0]) {
-      h = py_round(w / ratio_[0]);
-    } else if (in_ratio > ratio_[1]) {
-      w = py_round(h * ratio_[1]);
-    }
-    w = std::clamp(w, 1, width);
-    h = std::clamp(h, 1, height);
-    return {(width - w) / 2, (height - h) / 2, w, h};
-  }
-
   Resizer resizer_;
   cv::Size size_;
   std::array<double, 2> scale_{0.08, 1.0}, ratio_{3.0 / 4.0, 4.0 / 3.0};
@@ -230,6 +233,66 @@ class RandomCrop : public Transform {
   bool pad_if_needed_ = false;
 };
 
+// PaddleClas's CropWithPadding (AdaFace): with probability `prob`, keeps a RandomResizedCrop box of the image in
+// place and sets everything outside it to `padding_num`; the image keeps its size. `size` and `interpolation` are
+// validated but, as in PaddleClas, never used (nothing is resized).
+class CropWithPadding : public Transform {
+ public:
+  CropWithPadding(const ConfigNode& p, const ImageState& st) {
+    p.check_keys({"prob", "padding_num", "size", "scale", "ratio", "interpolation", "key"});
+    require_uint8(p, st, "CropWithPadding");
+    prob_ = number_or(p, "prob", 1.0);
+    if (prob_ < 0 || prob_ > 1) p["prob"].fail("expected a probability in [0, 1]");
+    padding_ = number_or(p, "padding_num", 0.0);
+    if (padding_ < 0 || padding_ > 255) p["padding_num"].fail("expected a pixel value in [0, 255]");
+    if (p["size"].defined()) (void)read_hw_size(p);
+    (void)Resizer::vision(p, st, "CropWithPadding");  // checks `interpolation`
+    scale_ = read_range(p, "scale", scale_, 0.0, false);
+    ratio_ = read_range(p, "ratio", ratio_, 0.0, true);
+    if (p["key"].defined() && p["key"].as<std::string>() != "None") p["key"].fail("expected null");
+  }
+  void apply(cv::Mat& img, Rng& rng) const override {
+    if (!(rng.uniform() < prob_)) return;
+    const cv::Rect box = random_resized_box(img.cols, img.rows, scale_, ratio_, rng);
+    cv::Mat out(img.size(), img.type(), cv::Scalar::all(padding_));
+    img(box).copyTo(out(box));
+    img = out;
+  }
+  std::string name() const override { return "CropWithPadding"; }
+
+ private:
+  double prob_ = 1.0, padding_ = 0.0;
+  std::array<double, 2> scale_{0.08, 1.0}, ratio_{3.0 / 4.0, 4.0 / 3.0};
+};
+
+// PaddleClas's RandomInterpolationAugment (AdaFace): with probability `prob`, resizes the image (OpenCV, for PIL
+// images too) to a square of side int(u * height), u uniform in [0.2, 1), and back to its size, each resize with an
+// interpolation drawn uniformly from nearest, bilinear, area, bicubic, lanczos. The side is at least 1 pixel
+// (PaddleClas's cv2.resize fails on a 0 side).
+class RandomInterpolationAugment : public Transform {
+ public:
+  RandomInterpolationAugment(const ConfigNode& p, const ImageState& st) {
+    p.check_keys({"prob"});
+    require_uint8(p, st, "RandomInterpolationAugment");
+    if (!p["prob"].defined()) p.fail("missing required key 'prob'");
+    prob_ = number(p["prob"]);
+    if (prob_ < 0 || prob_ > 1) p["prob"].fail("expected a probability in [0, 1]");
+  }
+  void apply(cv::Mat& img, Rng& rng) const override {
+    if (!(rng.uniform() < prob_)) return;
+    static constexpr int kInterp[] = {cv::INTER_NEAREST, cv::INTER_LINEAR, cv::INTER_AREA, cv::INTER_CUBIC,
+                                      cv::INTER_LANCZOS4};
+    const int side = std::max(1, static_cast<int>(rng.uniform(0.2, 1.0) * img.rows));
+    cv::Mat small;
+    cv::resize(img, small, cv::Size(side, side), 0, 0, kInterp[rng.randint(0, 4)]);
+    cv::resize(small, img, img.size(), 0, 0, kInterp[rng.randint(0, 4)]);
+  }
+  std::string name() const override { return "RandomInterpolationAugment"; }
+
+ private:
+  double prob_ = 0.0;
+};
+
 }  // namespace
 
 void add_vision_ops(TransformRegistry& r) {
@@ -240,6 +303,10 @@ void add_vision_ops(TransformRegistry& r) {
   r.add("RandomHorizontalFlip",
         [](const ConfigNode& p, ImageState*) { return std::make_shared<RandomHorizontalFlip>(p); });
   r.add("RandomCrop", [](const ConfigNode& p, ImageState*) { return std::make_shared<RandomCrop>(p); });
+  r.add("CropWithPadding",
+        [](const ConfigNode& p, ImageState* st) { return std::make_shared<CropWithPadding>(p, *st); });
+  r.add("RandomInterpolationAugment",
+        [](const ConfigNode& p, ImageState* st) { return std::make_shared<RandomInterpolationAugment>(p, *st); });
 }
 
 }  // namespace featlearn::transform_detail

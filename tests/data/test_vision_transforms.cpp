@@ -186,3 +186,59 @@ TEST(VisionTransforms, KeysAndStateErrors) {
   EXPECT_NE(msg.find("PIL image"), std::string::npos) << msg;
   EXPECT_NO_THROW(pipeline("  - TimmAutoAugment:\n  - RandomRotation: {degrees: 10}\n", true));
 }
+
+// CropWithPadding (AdaFace): a RandomResizedCrop box stays in place, the rest becomes padding_num, the size is kept.
+TEST(VisionTransforms, CropWithPaddingKeepsABoxInPlace) {
+  const cv::Mat src = coords(40, 50);  // no pixel is (255, 255, 255)
+  const auto tp = pipeline(
+      "  - CropWithPadding: {prob: 1, padding_num: 255, size: [112, 112], scale: [0.2, 1.0], "
+      "ratio: [0.75, 1.3333333333333333]}\n");
+  for (uint64_t seed = 0; seed < 20; ++seed) {
+    const cv::Mat out = run(tp, src, seed);
+    ASSERT_EQ(out.size(), src.size());
+    // The kept pixels form one rectangle equal to the source there; all others are the padding.
+    int x0 = out.cols, y0 = out.rows, x1 = -1, y1 = -1, kept = 0;
+    for (int y = 0; y < out.rows; ++y)
+      for (int x = 0; x < out.cols; ++x) {
+        const auto v = out.at<cv::Vec3b>(y, x);
+        if (v == cv::Vec3b(255, 255, 255)) continue;
+        ASSERT_EQ(v, src.at<cv::Vec3b>(y, x)) << "at " << x << "," << y;
+        ++kept;
+        x0 = std::min(x0, x), y0 = std::min(y0, y), x1 = std::max(x1, x), y1 = std::max(y1, y);
+      }
+    const int w = x1 - x0 + 1, h = y1 - y0 + 1;
+    EXPECT_EQ(kept, w * h) << "seed " << seed;
+    // Area within scale (rounding of w and h allowed), aspect within ratio, or the central fallback.
+    EXPECT_GE(w * h, 0.2 * 40 * 50 * 0.9) << "seed " << seed;
+    EXPECT_GE(static_cast<double>(w) / h, 0.75 * 0.9);
+    EXPECT_LE(static_cast<double>(w) / h, 4.0 / 3.0 * 1.1);
+  }
+  EXPECT_TRUE(same(run(pipeline("  - CropWithPadding: {prob: 0}\n"), src), src));
+  const auto msg = error_of([] { pipeline("  - CropWithPadding: {prob: 1, padding_num: 300}\n"); });
+  EXPECT_NE(msg.find("CropWithPadding.padding_num"), std::string::npos) << msg;
+}
+
+// RandomInterpolationAugment: replaying the op's draws (prob, side fraction, two interpolations) on a copy of the
+// RNG gives exactly OpenCV's down-and-up resize.
+TEST(VisionTransforms, RandomInterpolationAugmentReplaysItsDraws) {
+  const cv::Mat src = coords(30, 44);
+  const auto tp = pipeline("  - RandomInterpolationAugment: {prob: 1}\n");
+  const int kInterp[] = {cv::INTER_NEAREST, cv::INTER_LINEAR, cv::INTER_AREA, cv::INTER_CUBIC, cv::INTER_LANCZOS4};
+  std::set<int> sides;
+  for (uint64_t seed = 0; seed < 12; ++seed) {
+    Rng rng(seed);
+    ASSERT_LT(rng.uniform(), 1.0);
+    const int side = std::max(1, static_cast<int>(rng.uniform(0.2, 1.0) * 30));
+    const int down = kInterp[rng.randint(0, 4)], up = kInterp[rng.randint(0, 4)];
+    cv::Mat small, expected;
+    cv::resize(src, small, cv::Size(side, side), 0, 0, down);
+    cv::resize(small, expected, src.size(), 0, 0, up);
+    EXPECT_TRUE(same(run(tp, src, seed), expected)) << "seed " << seed;
+    EXPECT_GE(side, 6);  // int(0.2 * 30)
+    sides.insert(side);
+  }
+  EXPECT_GT(sides.size(), 3u);
+  EXPECT_TRUE(same(run(pipeline("  - RandomInterpolationAugment: {prob: 0}\n"), src), src));
+  const auto msg = error_of([] { pipeline("  - RandomInterpolationAugment: {}\n"); });
+  EXPECT_NE(msg.find("missing required key 'prob'"), std::string::npos) << msg;
+}
