@@ -6,6 +6,7 @@
 #include <featlearn/data/face_dataset.h>
 #include <featlearn/data/loader.h>
 #include <featlearn/engine/checkpoint.h>
+#include <featlearn/engine/train_metabin.h>
 #include <featlearn/loss/loss.h>
 #include <featlearn/metric/face_verification.h>
 #include <featlearn/model/distillation_model.h>
@@ -87,6 +88,7 @@ struct Trainer::State {
   CombinedLoss train_loss{nullptr};
   CombinedLoss eval_loss{nullptr};  // Loss.Eval: reported in classification eval, as PaddleClas does
   std::unique_ptr<OptimizerSet> optimizer;
+  std::unique_ptr<MetaBinLoop> metabin;  // Global.train_mode: metabin (engine/train_metabin.h)
   std::unique_ptr<DataLoader> train_loader;
   // DataLoader.Eval, built (and so checked) at startup; gallery is null when the query set is also the gallery.
   std::unique_ptr<DataLoader> eval_query, eval_gallery;
@@ -113,6 +115,7 @@ struct Trainer::State {
         (fs::path(ckpt_dir) / name).string(), *model, train_loss ? train_loss.ptr().get() : nullptr,
         [&](torch::serialize::OutputArchive& ar) {
           if (optimizer) optimizer->save(ar);
+          if (metabin) metabin->save(ar);
         },
         meta);
   }
@@ -181,12 +184,15 @@ Trainer::Trainer(Config config, Mode mode) : s_(std::make_unique<State>(std::mov
   }
   if (train) {
     if (!root["Loss"]["Train"].defined()) root.fail("missing Loss.Train (the training losses)");
-    root["Loss"].check_keys({"Train", "Eval"});
+    const bool metabin = is_metabin_run(root);
+    if (metabin) root["Loss"].check_keys({"Train", "Eval", "Basic", "MetaTrain", "MetaTest"});
+    else root["Loss"].check_keys({"Train", "Eval"});
     s.train_loss = CombinedLoss(root["Loss"]["Train"]);
     s.train_loss->check_models(s.model->model_names());
     s.train_loss->to(s.device);
     if (!root["DataLoader"]["Train"].defined()) root.fail("missing DataLoader.Train");
-    root["DataLoader"].check_keys({"Train", "Eval"});
+    if (metabin) root["DataLoader"].check_keys({"Train", "Eval", "Metalearning"});
+    else root["DataLoader"].check_keys({"Train", "Eval"});
     LoaderContext ctx;
     ctx.seed = g.seed;
     s.train_loader = DataLoader::create(root["DataLoader"]["Train"], ctx);
@@ -203,8 +209,12 @@ Trainer::Trainer(Config config, Mode mode) : s_(std::make_unique<State>(std::mov
     }
     if (!root["Optimizer"].defined()) root.fail("missing the Optimizer section");
     // The schedules count Global.iter_per_epoch steps per epoch when it is set (as PaddleClas).
+    // MetaBIN's third optimizer (scope: the whole model) only provides a schedule.
     s.optimizer = OptimizerSet::create(root["Optimizer"], scopes,
-                                       g.iter_per_epoch.value_or(s.train_loader->batches_per_epoch()), g.epochs);
+                                       g.iter_per_epoch.value_or(s.train_loader->batches_per_epoch()), g.epochs,
+                                       lr_multipliers_of(*s.model),
+                                       metabin ? std::vector<size_t>{kMetaBinCyclicOptimizer} : std::vector<size_t>{});
+    if (metabin) s.metabin = std::make_unique<MetaBinLoop>(root, *s.model, *s.optimizer, *s.train_loader, ctx, s.device);
     if (g.eval_during_train && !s.metrics && g.eval_mode != "adaface")
       root.fail("eval_during_train needs Metric.Eval");
   }
@@ -238,7 +248,10 @@ Trainer::Trainer(Config config, Mode mode) : s_(std::make_unique<State>(std::mov
 
   if (train && g.checkpoints) {
     auto loaded = load_checkpoint(*g.checkpoints, *s.model, s.train_loss.ptr().get(),
-                                  [&](torch::serialize::InputArchive& ar) { s.optimizer->load(ar); });
+                                  [&](torch::serialize::InputArchive& ar) {
+                                    s.optimizer->load(ar);
+                                    if (s.metabin) s.metabin->load(ar);
+                                  });
     s.start_epoch = loaded.meta.epoch + 1;
     s.best.value = loaded.meta.best_metric;
     s.best.epoch = loaded.meta.best_epoch;
@@ -334,10 +347,20 @@ MetricValues Trainer::train(int64_t stop_after_epoch) {
     s.model->train();
     s.train_loss->train();  // XBM memories advance only in training mode
     int64_t stream = (epoch - 1) * iters;  // this epoch's first batch in the loader's stream
-    s.train_loader->start_epoch(stream / loader_len, stream % loader_len);
+    if (!s.metabin) s.train_loader->start_epoch(stream / loader_len, stream % loader_len);  // MetaBIN reads its own
     s.log->begin_epoch(epoch);
     int64_t it = 0;
     for (int64_t step = 0; step < iters; ++step, ++stream) {
+      if (s.metabin) {
+        const auto t0 = Clock::now();
+        const auto r = s.metabin->step();
+        ++it;
+        if (!std::isfinite(r.total))
+          throw Error(fmt::format("training diverged at epoch {} iteration {}: loss is {} (lower the learning rate?)",
+                                  epoch, it, r.total));
+        s.log->step(r.lr, r.terms, r.total, r.images, std::chrono::duration<double>(Clock::now() - t0).count());
+        continue;
+      }
       if (step > 0 && stream % loader_len == 0) s.train_loader->start_epoch(stream / loader_len);
       auto batch = s.train_loader->next();
       FL_ASSERT(batch, "the training loader ended before batches_per_epoch batches");

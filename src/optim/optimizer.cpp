@@ -129,6 +129,7 @@ struct OptimizerSet::Entry {
   std::unique_ptr<torch::optim::Optimizer> torch_opt;  // every kind but RMSProp
   std::vector<std::unique_ptr<torch::optim::OptimizerOptions>> group_options;  // as configured, re-applied on load
   std::vector<double> group_lr_factor;  // per torch param group: lr multiplier (LrMultipliers), 1 by default
+  bool schedule_only = false;  // only its lr schedule is used (OptimizerSet::create's schedule_only)
   // RMSProp. Paddle's rule differs from torch::optim::RMSprop (epsilon inside the sqrt, lr inside the
   // velocity), so it is implemented here. Tensors are created at a parameter's first gradient.
   double rho = 0.95, epsilon = 1e-6, momentum = 0;
@@ -442,7 +443,8 @@ NamedParameters named_parameters_of(const torch::nn::Module& module) {
 
 std::unique_ptr<OptimizerSet> OptimizerSet::create(const ConfigNode& node, const ParameterScopes& scopes,
                                                    int64_t iters_per_epoch, int64_t epochs,
-                                                   const LrMultipliers& multipliers) {
+                                                   const LrMultipliers& multipliers,
+                                                   const std::vector<size_t>& schedule_only) {
   if (!node.defined())
     node.fail("missing Optimizer section (e.g. {name: Momentum, momentum: 0.9, lr: {name: Cosine, "
               "learning_rate: 0.1}})");
@@ -475,10 +477,15 @@ std::unique_ptr<OptimizerSet> OptimizerSet::create(const ConfigNode& node, const
     node.fail("expected a map {name: Momentum, lr: {...}, ...} or a list of `- Name: {scope: ..., lr: {...}}`");
   }
 
+  for (size_t i : schedule_only) {
+    FL_ASSERT(i < set->entries_.size(), "schedule_only index out of range");
+    set->entries_[i]->schedule_only = true;
+  }
   // A parameter stepped by two optimizers would be updated twice per iteration.
   std::unordered_map<const void*, size_t> owner;
   for (size_t i = 0; i < set->entries_.size(); ++i) {
     const auto& e = *set->entries_[i];
+    if (e.schedule_only) continue;
     for (size_t j = 0; j < e.params.size(); ++j) {
       auto [it, inserted] = owner.emplace(e.params[j].unsafeGetTensorImpl(), i);
       if (inserted) continue;
@@ -497,6 +504,7 @@ void OptimizerSet::zero_grad() {
   // decayed / carried by momentum in steps where it gets none.
   for (auto& e : entries_)
     for (auto& p : e->params) {
+      if (e->schedule_only) break;
       auto& g = p.mutable_grad();
       if (!g.defined()) continue;
       g = g.detach();
@@ -505,7 +513,8 @@ void OptimizerSet::zero_grad() {
 }
 
 void OptimizerSet::step() {
-  for (auto& e : entries_) e->step(e->schedule->lr_at(iteration_));
+  for (auto& e : entries_)
+    if (!e->schedule_only) e->step(e->schedule->lr_at(iteration_));
   ++iteration_;
 }
 
@@ -525,7 +534,7 @@ void OptimizerSet::observe_metric(double metric) {
 }
 
 void OptimizerSet::zero_grad_of(size_t i) {
-  FL_ASSERT(i < entries_.size(), "optimizer index out of range");
+  FL_ASSERT(i < entries_.size() && !entries_[i]->schedule_only, "optimizer index out of range or schedule only");
   for (auto& p : entries_[i]->params) {
     auto& g = p.mutable_grad();
     if (!g.defined()) continue;
@@ -535,7 +544,7 @@ void OptimizerSet::zero_grad_of(size_t i) {
 }
 
 void OptimizerSet::step_of(size_t i) {
-  FL_ASSERT(i < entries_.size(), "optimizer index out of range");
+  FL_ASSERT(i < entries_.size() && !entries_[i]->schedule_only, "optimizer index out of range or schedule only");
   entries_[i]->step(entries_[i]->schedule->lr_at(iteration_));
 }
 
@@ -555,6 +564,7 @@ std::vector<std::string> OptimizerSet::describe() const {
     std::string s = e->name + " scope=" + e->scope + " params=" + std::to_string(e->params.size());
     if (e->reg != RegKind::kNone) s += std::string(" ") + (e->reg == RegKind::kL2 ? "L2" : "L1") + "=" + num(e->reg_coeff);
     if (e->clip_norm) s += " clip_norm=" + num(*e->clip_norm);
+    if (e->schedule_only) s += " (schedule only)";
     out.push_back(s + " lr=" + e->schedule->describe());
   }
   return out;

@@ -83,9 +83,13 @@ class OptimizerSet {
   // A single (non-list) optimizer covers every scope that has parameters (PaddleClas's scope "all": the loss
   // parameters are optimized too).
   // `multipliers`: per-parameter lr factors (see LrMultipliers).
+  // `schedule_only`: indices (config order) of optimizers that only provide a learning-rate schedule (MetaBIN's
+  // third optimizer, whose scope is the whole model): they are never stepped or cleared, so their parameters
+  // may also belong to another optimizer; step_of() refuses them.
   static std::unique_ptr<OptimizerSet> create(const ConfigNode& node, const ParameterScopes& scopes,
                                               int64_t iters_per_epoch, int64_t epochs,
-                                              const LrMultipliers& multipliers = {});
+                                              const LrMultipliers& multipliers = {},
+                                              const std::vector<size_t>& schedule_only = {});
   ~OptimizerSet();
   OptimizerSet(const OptimizerSet&) = delete;
   OptimizerSet& operator=(const OptimizerSet&) = delete;
