@@ -32,7 +32,7 @@ GlobalConfig GlobalConfig::parse(const ConfigNode& g) {
                 "eval_during_train", "eval_interval", "start_eval_epoch", "epochs", "print_batch_step",
                 "use_visualdl", "image_shape", "save_inference_dir", "eval_mode", "seed", "feature_normalize",
                 "feature_binarize", "retrieval_feature_from", "sim_block_size", "re_ranking", "to_static",
-                "use_dali", "infer_imgs", "overwrite_output", "iter_per_epoch"});
+                "use_dali", "infer_imgs", "overwrite_output", "iter_per_epoch", "train_mode", "warmup_iter"});
   // infer_imgs is the input of PaddleClas's predict tool; it has no role in train/eval/export (featlearn's
   // `extract --list` takes the images to embed), so it is accepted and not used.
   GlobalConfig c;
@@ -87,6 +87,29 @@ GlobalConfig GlobalConfig::parse(const ConfigNode& g) {
 }
 
 void check_root_sections(const ConfigNode& root) {
+  // Sections of PaddleClas modes featlearn does not have get a reason, not just "unknown key"
+  // (docs/paddleclas-differences.md, "Configs featlearn refuses").
+  if (root["Slim"].defined())
+    root["Slim"].fail(
+        "quantization and pruning (PaddleClas's slim/ configs) need PaddleSlim, which featlearn does not "
+        "include; train the float model without the Slim section, then export it");
+  for (const char* key : {"SSL", "EMA"})
+    if (root[key].defined())
+      root[key].fail(
+          "semi-supervised classification (PaddleClas's ssl/ configs, FixMatch/CCSSL) is not a feature-learning "
+          "mode; featlearn trains RecModel retrieval and classification configs only");
+  if (root["Global"].defined() && root["Global"]["train_mode"].defined()) {
+    const auto mode = root["Global"]["train_mode"];
+    const std::string m = mode.as<std::string>();
+    if (m.rfind("fixmatch", 0) == 0)
+      mode.fail("'" + m + "' is PaddleClas's semi-supervised classification training (ssl/ configs), which is "
+                "not a feature-learning mode; featlearn does not have it");
+    if (m != "metabin")
+      mode.fail("unknown train_mode '" + m + "' (featlearn has: metabin; leave it out for standard training)");
+  } else if (root["Global"].defined() && root["Global"]["warmup_iter"].defined()) {
+    // Read by the MetaBIN loop (engine/train_metabin.h).
+    root["Global"]["warmup_iter"].fail("only used with train_mode: metabin");
+  }
   root.check_keys({"Global", "Arch", "Loss", "Optimizer", "DataLoader", "Metric", "Infer", "AMP"});
 }
 

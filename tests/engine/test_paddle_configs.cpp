@@ -57,11 +57,40 @@ int64_t instances_of(const ConfigNode& sampler) {
   return 0;
 }
 
+// A numpy.memmap of `n` float32 images [n, 3, h, w] with its .conf (docs/file-formats.md, "Face verification sets").
+void write_memfile(const fs::path& dat, int n, int h, int w, float offset) {
+  fs::create_directories(dat.parent_path());
+  std::vector<float> v(static_cast<size_t>(n) * 3 * h * w);
+  for (size_t i = 0; i < v.size(); ++i) v[i] = offset + static_cast<float>((i * 37) % 101) / 101.0f - 0.5f;
+  std::ofstream(dat, std::ios::binary).write(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(float));
+  std::ofstream(dat.string() + ".conf") << fmt::format(R"({{"shape": [{}, 3, {}, {}], "dtype": "float32"}})", n, h, w);
+}
+
+// FiveValidationDataset: per set, `pairs` issame flags (.npy 1.0, |b1) and 2 x pairs images; the concatenation.
+void make_face_validation(Config& cfg, const std::string& set_path, const fs::path& dir, int pairs) {
+  const int side = static_cast<int>(cfg["Global"]["image_shape"].as<std::vector<int64_t>>()[1]);
+  fs::create_directories(dir);
+  const char* sets[] = {"agedb_30", "cfp_fp", "lfw", "cplfw", "calfw"};
+  for (int s = 0; s < 5; ++s) {
+    std::string header = fmt::format("{{'descr': '|b1', 'fortran_order': False, 'shape': ({},), }}", pairs);
+    header.append(64 - (10 + header.size() + 1) % 64, ' ').push_back('\n');
+    std::ofstream npy(dir / (std::string(sets[s]) + "_list.npy"), std::ios::binary);
+    npy << "\x93NUMPY" << '\x01' << '\x00' << static_cast<char>(header.size() & 0xff)
+        << static_cast<char>(header.size() >> 8) << header;
+    for (int p = 0; p < pairs; ++p) npy << static_cast<char>(p % 2);
+    write_memfile(dir / sets[s] / "memfile/mem_file.dat", 2 * pairs, side, side, 0.1f * s);
+  }
+  write_memfile(dir / "concat_validation_memfile", 10 * pairs, side, side, 0.0f);
+  cfg.apply_override(set_path + ".dataset.val_data_path=" + dir.string());
+  cfg.apply_override(set_path + ".dataset.concat_mem_file_name=" + (dir / "concat_validation_memfile").string());
+}
+
 // Writes a small dataset in the list format of `set`'s dataset class under `dir` (`ids` identities of `per_id`
 // images, two cameras) and points the set's image_root / cls_label_path at it.
 void make_dataset_for(Config& cfg, const std::string& set_path, const fs::path& dir, int ids, int per_id) {
   const auto ds = node_at(cfg, set_path)["dataset"];
   const std::string name = ds.require<std::string>("name");
+  if (name == "FiveValidationDataset") return make_face_validation(cfg, set_path, dir, 10);  // the 10-fold search needs 10
   fs::create_directories(dir / "img");
   const fs::path list = dir / "list.txt";
   std::ofstream out(list);
@@ -76,10 +105,13 @@ void make_dataset_for(Config& cfg, const std::string& set_path, const fs::path& 
   }
   if (name == "LogoDataset") out << "image_id\tlabel\tcls_name\tpath\n";
   const std::string delim = ds.get<std::string>("delimiter", " ");
+  const int face_side = static_cast<int>(cfg["Global"]["image_shape"].as<std::vector<int64_t>>()[1]);
   int n = 0;
   for (int id = 0; id < ids; ++id)
     for (int k = 0; k < per_id; ++k, ++n) {
-      cv::Mat img(40 + 3 * k, 36 + 2 * id % 7, CV_8UC3, cv::Scalar(7 * id % 255, 30 * k, 200 - 5 * id % 200));
+      // Face crops come aligned at the model's size (the AdaFace pipeline does not resize); others vary.
+      const cv::Size size = name == "AdaFaceDataset" ? cv::Size(face_side, face_side) : cv::Size(36 + 2 * id % 7, 40 + 3 * k);
+      cv::Mat img(size, CV_8UC3, cv::Scalar(7 * id % 255, 30 * k, 200 - 5 * id % 200));
       const std::string rel = "img/" + std::to_string(n) + ".jpg";
       const int cam = k % 2;
       if (!person_dir.empty()) {
@@ -99,8 +131,9 @@ void make_dataset_for(Config& cfg, const std::string& set_path, const fs::path& 
       } else out << rel << delim << id << "\n";
     }
   out.close();
-  cfg.apply_override(set_path + ".dataset.image_root=" + image_root);
-  cfg.apply_override(set_path + ".dataset.cls_label_path=" + list_value);
+  const bool adaface = name == "AdaFaceDataset";  // its keys are root_dir / label_path
+  cfg.apply_override(set_path + (adaface ? ".dataset.root_dir=" : ".dataset.image_root=") + image_root);
+  cfg.apply_override(set_path + (adaface ? ".dataset.label_path=" : ".dataset.cls_label_path=") + list_value);
   if (name == "CompCars" && ds["label_root"].defined())
     cfg.apply_override(set_path + ".dataset.label_root=" + (dir / "labels").string());
 }

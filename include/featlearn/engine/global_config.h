@@ -25,7 +25,7 @@ struct GlobalConfig {
   bool use_visualdl = false;                    // featlearn always writes output_dir/metrics.jsonl
   std::vector<int64_t> image_shape = {3, 224, 224};
   std::string save_inference_dir = "./inference";
-  std::string eval_mode = "retrieval";          // retrieval | classification
+  std::string eval_mode = "classification";     // retrieval | classification (PaddleClas's default)
   uint64_t seed = 0;
   bool feature_normalize = true;
   std::string feature_binarize;                 // "" | round | sign
