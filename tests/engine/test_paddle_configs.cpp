@@ -172,6 +172,8 @@ Config small_run_of(const std::string& rel, const fs::path& base) {
                               std::string("start_eval_epoch=0"), std::string("checkpoints=null"),
                               std::string("pretrained_model=null"), std::string("print_batch_step=1")})
     cfg.apply_override("Global." + o);
+  // MetaBIN's warmup (extra basic updates before the first step) is schedule length, like epochs.
+  if (cfg["Global"]["warmup_iter"].defined()) cfg.apply_override("Global.warmup_iter=1");
   const auto sets = loader_sets(cfg);
   for (size_t i = 0; i < sets.size(); ++i) {
     const auto& set = sets[i];
