@@ -37,7 +37,7 @@ std::string config_text(const fs::path& data) {
       "{RandomErasing: {EPSILON: 0.5, sl: 0.02, sh: 0.4, r1: 0.3, mean: [0., 0., 0.]}}]";
   return "Global:\n  epochs: 12\n  eval_during_train: True\n  eval_mode: retrieval\n  print_batch_step: 1\n  image_shape: [3, 16, 16]\n"
          "  seed: 11\n  save_interval: 2\n"
-         "Arch:\n  name: RecModel\n  Backbone: {name: MobileNetV3_small_x1_0}\n  BackboneStopLayer: {name: flatten}\n"
+         "Arch:\n  name: RecModel\n  Backbone: {name: TorchvisionMobileNetV3_small_x1_0}\n  BackboneStopLayer: {name: flatten}\n"
          "  Neck: {name: FC, embedding_size: 576, class_num: 16}\n"
          "  Head: {name: ArcMargin, embedding_size: 16, class_num: 8, margin: 0.15, scale: 16}\n"
          "Loss:\n  Train:\n    - CELoss: {weight: 1.0}\n    - TripletLossV2: {weight: 1.0, margin: 0.3}\n"
