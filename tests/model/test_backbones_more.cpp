@@ -32,16 +32,9 @@ namespace {
 
 using Shape = std::vector<int64_t>;
 
-// Builds Arch.Backbone (+ Arch.BackboneStopLayer) from YAML text after seeding, in eval mode. Builds with the
-// same seed have the same weights (the stop layer is applied after construction).
+// Arch.Backbone (+ BackboneStopLayer) from YAML, seeded, in eval mode (backbone_test_util.h).
 BackbonePtr mb_build(const std::string& backbone_yaml, const std::string& stop = "", uint64_t seed = 0) {
-  std::string text = "Arch:\n  Backbone: " + backbone_yaml + "\n";
-  if (!stop.empty()) text += "  BackboneStopLayer: {name: \"" + stop + "\"}\n";
-  auto cfg = Config::from_string(text, "test.yaml");
-  torch::manual_seed(seed);
-  auto bb = build_backbone(cfg["Arch"]["Backbone"], cfg["Arch"]["BackboneStopLayer"]);
-  bb->eval();
-  return bb;
+  return featlearn::test::backbone_from_yaml(backbone_yaml, stop, seed);
 }
 
 torch::Tensor mb_run(const BackbonePtr& bb, const torch::Tensor& x) {
