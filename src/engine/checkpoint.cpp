@@ -99,6 +99,8 @@ struct Reader {
   }
   bool tensor(const std::string& key, torch::Tensor& out, bool is_buffer) {
     if (!ar.try_read(key, out, is_buffer)) return false;
+    // The read tensor takes sizes and strides from the file (see fits_storage): check again before any use.
+    if (!fits_storage(out)) throw Error(file + ": damaged checkpoint: tensor '" + key + "' does not fit its data");
     verify(key, tensor_checksum(out));
     return true;
   }

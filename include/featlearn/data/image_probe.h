@@ -18,7 +18,11 @@ struct ImageProbe {
   std::string format;  // "png" | "jpeg" | "bmp" | "webp" | "tiff" | "pnm" | "pam"
   int64_t width = 0;
   int64_t height = 0;
-  int64_t pixels() const { return width * height; }
+  // Saturates instead of overflowing (a crafted header may claim 2^32 x 2^32).
+  int64_t pixels() const {
+    int64_t p = 0;
+    return __builtin_mul_overflow(width, height, &p) ? INT64_MAX : p;
+  }
 };
 
 // The format and size from the header of an encoded image. Returns nullopt when the bytes are not one of the
