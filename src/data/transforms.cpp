@@ -200,7 +200,7 @@ cv::Mat TransformPipeline::decode_bytes(const void* data, size_t size, const std
   auto over_limit = [&](int64_t w, int64_t h) {
     return BadImageError(fmt::format("image {} is {}x{} (w x h, {} pixels), over the limit of {} pixels; raise "
                                      "DecodeImage.max_pixels to accept it",
-                                     what, w, h, w * h, max_pixels_));
+                                     what, w, h, ImageProbe{"", w, h}.pixels(), max_pixels_));
   };
   // The header decides before anything is decoded; PNG and JPEG headers are always readable when whole.
   const std::string signature = png_or_jpeg_signature(data, size);
