@@ -13,20 +13,14 @@
 #include <functional>
 
 #include "../fixture_path.h"
+#include "../error_of.h"
 
 using namespace featlearn;
 namespace fs = std::filesystem;
 
-namespace {
+using featlearn::test::error_of;
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "<no error>";
-}
+namespace {
 
 fs::path temp_dir(const std::string& name) {
   auto p = fs::temp_directory_path() / ("featlearn_face_" + name + "_" + std::to_string(::getpid()));

@@ -15,20 +15,14 @@
 #include <optional>
 #include <set>
 #include <thread>
+#include "../error_of.h"
 
 using namespace featlearn;
 namespace fs = std::filesystem;
 
-namespace {
+using featlearn::test::error_of;
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "<no error>";
-}
+namespace {
 
 struct TempDir {
   fs::path path;

@@ -8,19 +8,13 @@
 #include <functional>
 #include <map>
 #include <set>
+#include "../error_of.h"
 
 using namespace featlearn;
 
-namespace {
+using featlearn::test::error_of;
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "<no error>";
-}
+namespace {
 
 // In-memory dataset of identities 0, 1, ... with counts[i] images each (indices are consecutive per id).
 ListDataset synthetic(const std::vector<int>& counts) {

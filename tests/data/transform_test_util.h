@@ -5,6 +5,8 @@
 
 #include <opencv2/core.hpp>
 
+#include "../error_of.h"
+
 #include <functional>
 #include <string>
 #include <vector>
@@ -17,16 +19,6 @@ inline TransformPipeline pipeline(const std::string& yaml, bool pil_input = fals
   static std::vector<Config> keep;  // ConfigNodes refer to the config's file name
   keep.push_back(Config::from_string("ops:\n" + yaml, "ops.yaml"));
   return TransformPipeline::create(keep.back()["ops"], pil_input);
-}
-
-// The message of what `f` throws, or "<no error>".
-inline std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "<no error>";
 }
 
 // Same size, type and pixels.

@@ -12,9 +12,12 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include "../error_of.h"
 
 namespace fs = std::filesystem;
 using namespace featlearn;
+
+using featlearn::test::error_of;
 
 namespace {
 
@@ -65,15 +68,6 @@ DataLoader:
         - NormalizeImage: {order: ''}
     sampler: {name: DistributedBatchSampler, batch_size: 4, drop_last: False, shuffle: True}
 )" + extra;
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "<no error>";
 }
 
 }  // namespace

@@ -17,9 +17,12 @@
 #include <filesystem>
 #include <map>
 #include <set>
+#include "../error_of.h"
 
 namespace fs = std::filesystem;
 using namespace featlearn;
+
+using featlearn::test::error_of;
 
 namespace {
 
@@ -167,15 +170,6 @@ struct MetaBinTest : testing::Test {
   void TearDown() override { fs::remove_all(base); }
   fs::path base, data;
 };
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "<no error>";
-}
 
 }  // namespace
 
