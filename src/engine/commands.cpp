@@ -21,6 +21,7 @@ namespace {
 Config load_config(const ConfigArgs& args) {
   Config c = Config::load(args.config);
   c.apply_overrides(args.overrides);
+  check_root_sections(c.root());
   return c;
 }
 
@@ -57,7 +58,6 @@ int cmd_eval(const ConfigArgs& args) {
 int cmd_export(const ConfigArgs& args) {
   Config c = load_config(args);
   const auto root = c.root();
-  check_root_sections(root);  // train and eval check them in the Trainer
   const auto g = GlobalConfig::parse(root["Global"]);
   if (!g.pretrained_model)
     root["Global"].fail("export needs Global.pretrained_model (e.g. -o Global.pretrained_model=output/RecModel/best_model)");
