@@ -3,6 +3,10 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Context.h>
+#include <caffe2/serialize/inline_container.h>
+#include <torch/csrc/jit/api/compilation_unit.h>
+#include <torch/csrc/jit/serialization/import_read.h>
+#include <torch/csrc/jit/serialization/storage_context.h>
 #include <featlearn/common/error.h>
 #include <featlearn/engine/checksum.h>
 #include <fmt/format.h>
@@ -12,6 +16,7 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <sstream>
 
 namespace featlearn {
 
@@ -71,6 +76,46 @@ void check_value(const c10::IValue& v, const std::string& file, const std::strin
     for (const auto& x : v.toTupleRef().elements()) check_value(x, file, key, depth + 1);
   } else if (v.isGenericDict()) {
     for (const auto& kv : v.toGenericDict()) check_value(kv.value(), file, key, depth + 1);
+  } else if (v.isObject()) {
+    for (const auto& x : v.toObjectRef().slots()) check_value(x, file, key, depth + 1);
+  }
+}
+
+// A tensor's storage is sized by the element count its pickle declares, while its bytes are the zip record of
+// that storage, which can be shorter in a damaged file: fits_storage alone would pass a view past the record.
+// So each archive of the file (`data`, `constants`) is unpickled once with every storage taken from its record
+// at the record's real size, and each tensor is checked against that.
+void check_records(caffe2::serialize::PyTorchStreamReader& reader, const std::string& file) {
+  const auto records = reader.getAllRecords();
+  for (const std::string archive : {"data", "constants"}) {
+    if (!reader.hasRecord(archive + ".pkl")) continue;
+    auto storages = std::make_shared<torch::jit::DeserializationStorageContext>();
+    const std::string prefix = archive + "/";
+    for (const auto& name : records) {
+      if (name.rfind(prefix, 0) != 0 || name.size() == prefix.size()) continue;
+      auto rec = reader.getRecord(name);
+      storages->addStorage(name.substr(prefix.size()),
+                           c10::Storage(c10::Storage::use_byte_size_t(), std::get<1>(rec), std::move(std::get<0>(rec)),
+                                        /*allocator=*/nullptr, /*resizable=*/false));
+    }
+    auto cu = std::make_shared<torch::jit::CompilationUnit>();
+    auto resolve = [cu](const c10::QualifiedName& name) {
+      auto cls = cu->get_class(name);
+      if (!cls) {
+        cls = c10::ClassType::create(name, cu);
+        cu->register_type(cls);
+      }
+      return c10::StrongTypePtr(cu, cls);
+    };
+    // Each object keeps its pickled state in one slot: only the tensors in it matter here.
+    auto state_only = [](const c10::StrongTypePtr& type, c10::IValue state) {
+      auto obj = c10::ivalue::Object::create(type, 1);
+      obj->setSlot(0, std::move(state));
+      return obj;
+    };
+    const c10::IValue v = torch::jit::readArchiveAndTensors(archive, "", "", resolve, state_only, c10::Device(c10::kCPU),
+                                                            reader, torch::jit::Unpickler::defaultTypeParser, storages);
+    check_value(v, file, archive, 0);
   }
 }
 
@@ -190,6 +235,10 @@ LoadedCheckpoint load_checkpoint(const std::string& prefix, torch::nn::Module& m
   }
   LoadedCheckpoint out;
   try {
+    {
+      caffe2::serialize::PyTorchStreamReader reader(path);
+      check_records(reader, path);
+    }
     check_tensors(r.ar, path);
     c10::IValue format, version;
     if (!r.ar.try_read("format", format) || !format.isString() || format.toStringRef() != "featlearn.checkpoint")
@@ -223,6 +272,12 @@ LoadedCheckpoint load_checkpoint(const std::string& prefix, torch::nn::Module& m
         if (!r.tensor("optimizer_state", bytes, true))
           throw Error(path + ": has no optimizer state (cannot resume from it)");
         bytes = bytes.contiguous();
+        {
+          std::istringstream blob(std::string(static_cast<const char*>(bytes.data_ptr()),
+                                              static_cast<size_t>(bytes.numel())));
+          caffe2::serialize::PyTorchStreamReader reader(&blob);
+          check_records(reader, path + " (optimizer state)");
+        }
         opt.load_from(static_cast<const char*>(bytes.data_ptr()), static_cast<size_t>(bytes.numel()));
       } else if (!r.ar.try_read("optimizer", opt)) {
         throw Error(path + ": has no optimizer state (cannot resume from it)");
