@@ -204,6 +204,8 @@ void save_checkpoint(const std::string& prefix, const torch::nn::Module& model, 
     std::lock_guard<std::mutex> lock(gen.mutex());
     w.tensor("rng_state", gen.get_state(), true);
   }
+  for (size_t r = 0; r < meta.rank_rng_states.size(); ++r)
+    w.tensor("rng_state.rank" + std::to_string(r + 1), meta.rank_rng_states[r], true);
   const int64_t ndev = cuda_devices();
   for (int64_t d = 0; d < ndev; ++d) {
     auto gen = at::globalContext().defaultGenerator(c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(d)));
@@ -213,7 +215,7 @@ void save_checkpoint(const std::string& prefix, const torch::nn::Module& model, 
   nlohmann::json j = {{"epoch", meta.epoch},           {"iteration", meta.iteration},
                       {"best_metric", meta.best_metric}, {"best_epoch", meta.best_epoch},
                       {"metric_name", meta.metric_name}, {"eval_pending", meta.eval_pending},
-                      {"cuda_devices", ndev}};
+                      {"cuda_devices", ndev},         {"world_size", meta.world_size}};
   w.text("meta", j.dump());
   w.text("config", meta.config_yaml);
   w.ar.write("checksums", c10::IValue(w.sums.dump()));
@@ -223,7 +225,8 @@ void save_checkpoint(const std::string& prefix, const torch::nn::Module& model, 
 }
 
 LoadedCheckpoint load_checkpoint(const std::string& prefix, torch::nn::Module& model, torch::nn::Module* loss,
-                                 const std::function<void(torch::serialize::InputArchive&)>& load_optimizer) {
+                                 const std::function<void(torch::serialize::InputArchive&)>& load_optimizer,
+                                 int rank) {
   const std::string path = checkpoint_path(prefix);
   if (!fs::exists(path)) throw Error(path + ": checkpoint not found (pass the prefix, e.g. output/RecModel/latest)");
   Reader r;
@@ -264,6 +267,7 @@ LoadedCheckpoint load_checkpoint(const std::string& prefix, torch::nn::Module& m
     out.meta.best_epoch = j.at("best_epoch");
     out.meta.metric_name = j.at("metric_name");
     out.meta.eval_pending = j.value("eval_pending", false);
+    out.meta.world_size = j.value("world_size", static_cast<int64_t>(1));
     out.meta.config_yaml = r.text("config");
     if (load_optimizer) {
       torch::serialize::InputArchive opt;
@@ -286,10 +290,12 @@ LoadedCheckpoint load_checkpoint(const std::string& prefix, torch::nn::Module& m
       load_optimizer(opt);
       out.has_optimizer = true;
       torch::Tensor rng;
-      if (r.tensor("rng_state", rng, true)) {
+      const std::string rng_key = rank == 0 ? "rng_state" : "rng_state.rank" + std::to_string(rank);
+      if (r.tensor(rng_key, rng, true)) {
         auto gen = at::detail::getDefaultCPUGenerator();
         std::lock_guard<std::mutex> lock(gen.mutex());
         gen.set_state(rng);
+        out.rng_restored = true;
       }
       // CUDA generators: restored for the devices both runs have; a different count is reported.
       const int64_t saved = j.value("cuda_devices", static_cast<int64_t>(0)), now = cuda_devices();

@@ -10,6 +10,7 @@
 #include <fmt/format.h>
 #include <torch/torch.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 
@@ -26,6 +27,8 @@ Config load_config(const ConfigArgs& args) {
 }
 
 void print_config(const Config& c) {
+  // In a multi-process run rank 0 prints it for all (docs/distributed.md).
+  if (const char* rank = std::getenv("RANK"); rank && *rank && std::string(rank) != "0") return;
   fmt::print("---- resolved config ({}) ----\n{}\n------------------------------\n", c.file(), c.dump());
 }
 

@@ -32,7 +32,8 @@ GlobalConfig GlobalConfig::parse(const ConfigNode& g) {
                 "eval_during_train", "eval_interval", "start_eval_epoch", "epochs", "print_batch_step",
                 "use_visualdl", "image_shape", "save_inference_dir", "eval_mode", "seed", "feature_normalize",
                 "feature_binarize", "retrieval_feature_from", "sim_block_size", "re_ranking", "to_static",
-                "use_dali", "infer_imgs", "overwrite_output", "iter_per_epoch", "train_mode", "warmup_iter"});
+                "use_dali", "infer_imgs", "overwrite_output", "iter_per_epoch", "train_mode", "warmup_iter",
+                "dist_timeout"});
   // infer_imgs is the input of PaddleClas's predict tool; it has no role in train/eval/export (featlearn's
   // `extract --list` takes the images to embed), so it is accepted and not used.
   GlobalConfig c;
@@ -70,6 +71,8 @@ GlobalConfig GlobalConfig::parse(const ConfigNode& g) {
   c.sim_block_size = g.get<int64_t>("sim_block_size", c.sim_block_size);
   if (c.sim_block_size <= 0) g["sim_block_size"].fail("must be positive");
   c.re_ranking = g.get<bool>("re_ranking", c.re_ranking);
+  c.dist_timeout = g.get<int64_t>("dist_timeout", c.dist_timeout);
+  if (c.dist_timeout <= 0) g["dist_timeout"].fail("must be a positive number of seconds");
   c.overwrite_output = g.get<bool>("overwrite_output", c.overwrite_output);
   if (g["iter_per_epoch"].defined()) {  // PaddleClas: a falsy value (0) keeps the loader's length
     const auto ipe = g.require<int64_t>("iter_per_epoch");

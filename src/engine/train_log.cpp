@@ -54,7 +54,7 @@ void TrainLog::step(double lr, const std::vector<std::pair<std::string, double>>
   total_sum_ += total;
 
   const bool print = it_ % g_.print_batch_step == 0 || it_ == iters_;
-  if (!print && !tty_) return;
+  if (quiet_ || (!print && !tty_)) return;
   const double ips = window_seconds_ > 0 ? window_images_ / window_seconds_ : 0.0;
   const double elapsed = std::chrono::duration<double>(now - run_start_).count();
   const int64_t done = (epoch_ - first_epoch_) * iters_ + it_;
@@ -86,7 +86,7 @@ void TrainLog::end_epoch() {
   std::string summary = fmt::format("[Train][Epoch {}/{}][Avg]", epoch_, g_.epochs);
   for (const auto& kv : sums_) summary += fmt::format(" {}: {:.5f},", kv.first, kv.second / n);
   summary += fmt::format(" loss: {:.5f}, {:.1f} images/s, epoch time {}", total_sum_ / n, ips, format_duration(secs));
-  fmt::print("{}\n", summary);
+  if (!quiet_) fmt::print("{}\n", summary);
   std::fflush(stdout);
   nlohmann::json j = {{"phase", "train_epoch"}, {"epoch", epoch_}, {"loss", total_sum_ / n}, {"ips", ips},
                       {"seconds", secs}};
@@ -97,7 +97,7 @@ void TrainLog::end_epoch() {
 void TrainLog::eval(int64_t epoch, const MetricValues& values, double seconds) {
   std::string line = fmt::format("[Eval][Epoch {}]", epoch);
   for (const auto& kv : values) line += fmt::format(" {}: {:.5f},", kv.first, kv.second);
-  fmt::print("{} time {:.1f}s\n", line, seconds);
+  if (!quiet_) fmt::print("{} time {:.1f}s\n", line, seconds);
   std::fflush(stdout);
   nlohmann::json j = {{"phase", "eval"}, {"epoch", epoch}, {"seconds", seconds}};
   for (const auto& kv : values) j[kv.first] = kv.second;
@@ -105,7 +105,7 @@ void TrainLog::eval(int64_t epoch, const MetricValues& values, double seconds) {
 }
 
 void TrainLog::done() const {
-  if (images_done_ == 0) return;
+  if (images_done_ == 0 || quiet_) return;
   const double wall = std::chrono::duration<double>(Clock::now() - run_start_).count();
   fmt::print("[Train] done: {} images in {}: {:.1f} images/s end to end ({:.1f} images/s in model compute)\n",
              images_done_, format_duration(wall), images_done_ / std::max(wall, 1e-9),

@@ -22,6 +22,8 @@ class TrainLog {
   TrainLog(const GlobalConfig& g, const std::string& metrics_path);
 
   void record(const nlohmann::json& j);
+  // Nothing printed (the other ranks of a multi-process run: rank 0 reports).
+  void set_quiet(bool quiet) { quiet_ = quiet; }
   // Sets the span of the run for the eta (epochs first_epoch..last_epoch of iters_per_epoch batches).
   void plan(int64_t first_epoch, int64_t last_epoch, int64_t iters_per_epoch);
   void begin_epoch(int64_t epoch);
@@ -36,7 +38,7 @@ class TrainLog {
  private:
   const GlobalConfig& g_;
   std::ofstream file_;
-  bool tty_ = false;
+  bool tty_ = false, quiet_ = false;
   int64_t first_epoch_ = 1, last_epoch_ = 1, iters_ = 1;
   Clock::time_point run_start_ = Clock::now();
   int64_t images_done_ = 0;

@@ -1,14 +1,18 @@
 #include <featlearn/common/atomic_file.h>
 #include <featlearn/engine/trainer.h>
 
+#include <ATen/CPUGeneratorImpl.h>
+
 #include "train_log.h"
 
 #include <featlearn/data/face_dataset.h>
 #include <featlearn/data/loader.h>
+#include <featlearn/dist/process_group.h>
 #include <featlearn/engine/checkpoint.h>
 #include <featlearn/engine/train_metabin.h>
 #include <featlearn/loss/loss.h>
 #include <featlearn/metric/face_verification.h>
+#include <featlearn/model/batch_norm.h>
 #include <featlearn/model/distillation_model.h>
 #include <featlearn/model/rec_model.h>
 #include <featlearn/optim/optimizer.h>
@@ -99,11 +103,32 @@ struct Trainer::State {
   std::string ckpt_dir;
   std::unique_ptr<TrainLog> log;
   MetricValues last_eval;
+  // Multi-process runs (docs/distributed.md): the group (null in a 1-process run); rank 0 alone writes.
+  std::unique_ptr<DistributedRun> dist;
+  ProcessGroup* pg = nullptr;
+  int rank = 0, world = 1;
+  std::vector<torch::Tensor> synced_params;  // model + loss parameters whose gradients are averaged
+  double allreduce_seconds = 0;
+  int64_t allreduce_steps = 0;
 
   explicit State(Config c) : config(std::move(c)) {}
+  bool writer() const { return rank == 0; }
 
   void save(const std::string& name, int64_t epoch, bool eval_pending = false) {
     CheckpointMeta meta;
+    meta.world_size = world;
+    if (pg) {
+      // Every rank's CPU generator goes into rank 0's checkpoint (a collective: all ranks call save).
+      auto gen = at::detail::getDefaultCPUGenerator();
+      torch::Tensor state;
+      {
+        std::lock_guard<std::mutex> lock(gen.mutex());
+        state = gen.get_state();
+      }
+      auto all = pg->all_gather_rows(state.view({1, -1}));
+      for (int r = 1; r < world; ++r) meta.rank_rng_states.push_back(all[r].clone());
+    }
+    if (!writer()) return;
     meta.epoch = epoch;
     meta.iteration = optimizer ? optimizer->iteration() : 0;
     meta.best_metric = best.value;
@@ -147,6 +172,21 @@ Trainer::Trainer(Config config, Mode mode) : s_(std::make_unique<State>(std::mov
   s.g = GlobalConfig::parse(root["Global"]);
   const auto& g = s.g;
   s.device = resolve_device(g.device, root["Global"]["device"]);
+  // A multi-process run (the torchrun environment, as `featlearn launch` sets it; docs/distributed.md).
+  const DistEnv env = DistEnv::from_environment();
+  if (env.world_size > 1) {
+    if (is_metabin_run(root))
+      root["Global"]["train_mode"].fail("MetaBIN training runs in one process in featlearn (its meta-learning "
+                                        "steps are not distributed); start it without `featlearn launch`");
+    if (s.device.is_cuda()) s.device = torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(env.local_rank));
+    s.dist = std::make_unique<DistributedRun>(env, std::chrono::seconds(g.dist_timeout), s.device.is_cuda());
+    s.pg = s.dist->group();
+    s.rank = env.rank;
+    s.world = env.world_size;
+    if (s.writer())
+      fmt::print("Distributed run: {} processes ({}), batch_size per process; the global batch is {} x batch_size\n",
+                 s.world, s.pg->backend(), s.world);
+  }
   // AMP (docs/config.md, "AMP"): Paddle enables it on GPUs only and runs float32 elsewhere, with a warning.
   const auto amp = AmpConfig::parse(root["AMP"]);
   if (amp.use_amp && s.device.is_cpu())
@@ -158,12 +198,29 @@ Trainer::Trainer(Config config, Mode mode) : s_(std::make_unique<State>(std::mov
   torch::manual_seed(g.seed);
   s.ckpt_dir = (fs::path(g.output_dir) / root["Arch"].get<std::string>("name", "RecModel")).string();
   const bool train = mode == Mode::kTrain;
+  // `featlearn launch --max-restarts` restarts a failed run from its latest checkpoint (docs/distributed.md).
+  if (const char* resume = std::getenv("FEATLEARN_RESUME_LATEST");
+      train && resume && std::string(resume) == "1" && !g.checkpoints) {
+    const auto latest = fs::path(s.ckpt_dir) / "latest.ckpt";
+    if (fs::exists(latest)) {
+      s.g.checkpoints = (fs::path(s.ckpt_dir) / "latest").string();
+      if (s.writer()) fmt::print("Restarted by featlearn launch: resuming from {}\n", latest.string());
+    }
+  }
   if (train && !g.checkpoints && !g.overwrite_output) refuse_overwrite(root["Global"], s.ckpt_dir);
 
   // Everything the run will need is built (and so checked) before anything is written or trained.
   if (!root["Arch"].defined()) root.fail("missing the Arch section");
   s.model = build_arch(root["Arch"], g.image_shape);
   s.model->to(s.device);
+  // Arch.use_sync_bn (PaddleClas's key): batch statistics over all processes; no change in one process.
+  if (s.pg && root["Arch"].get<bool>("use_sync_bn", false)) {
+    int64_t others = 0;
+    const int64_t n = enable_sync_batch_norm(*s.model, &others);
+    if (s.writer())
+      fmt::print("Arch.use_sync_bn: {} BatchNorm layers synchronized across the {} processes{}\n", n, s.world,
+                 others ? fmt::format(" ({} MetaBIN batch-instance norms keep per-process statistics)", others) : "");
+  }
   // DistillationModel's pretrained_list: each model's own checkpoint, before Global.pretrained_model and
   // checkpoints, which replace the whole model (as PaddleClas loads them).
   if (auto* distill = dynamic_cast<DistillationModelImpl*>(s.model.get()))
@@ -195,6 +252,8 @@ Trainer::Trainer(Config config, Mode mode) : s_(std::make_unique<State>(std::mov
     else root["DataLoader"].check_keys({"Train", "Eval"});
     LoaderContext ctx;
     ctx.seed = g.seed;
+    ctx.rank = s.rank;
+    ctx.world_size = s.world;
     s.train_loader = DataLoader::create(root["DataLoader"]["Train"], ctx);
     if (s.train_loader->batches_per_epoch() <= 0)
       root["DataLoader"]["Train"].fail("yields no batch per epoch (fewer images than batch_size with drop_last?)");
@@ -237,6 +296,8 @@ Trainer::Trainer(Config config, Mode mode) : s_(std::make_unique<State>(std::mov
     if (!root["DataLoader"]["Eval"].defined()) root.fail("missing DataLoader.Eval");
     LoaderContext ctx;
     ctx.seed = g.seed;
+    ctx.rank = s.rank;  // each rank embeds its shard; the rows are gathered (Trainer::evaluate)
+    ctx.world_size = s.world;
     auto [query_node, gallery_node] = eval_sections(root["DataLoader"]["Eval"]);
     s.eval_query = DataLoader::create(query_node, ctx);
     if (adaface && !dynamic_cast<const FiveValidationDataset*>(&s.eval_query->dataset()))
@@ -246,12 +307,30 @@ Trainer::Trainer(Config config, Mode mode) : s_(std::make_unique<State>(std::mov
       s.eval_gallery = DataLoader::create(*gallery_node, ctx);
   }
 
+  // Each rank draws its own random stream from here on (seed + rank, as PaddleClas); the model was
+  // initialized from the same seed on every rank and is broadcast from rank 0 below anyway.
+  if (s.pg) torch::manual_seed(g.seed + static_cast<uint64_t>(s.rank));
   if (train && g.checkpoints) {
     auto loaded = load_checkpoint(*g.checkpoints, *s.model, s.train_loss.ptr().get(),
                                   [&](torch::serialize::InputArchive& ar) {
                                     s.optimizer->load(ar);
                                     if (s.metabin) s.metabin->load(ar);
-                                  });
+                                  },
+                                  s.rank);
+    if (s.pg && !loaded.rng_restored)
+      fmt::print("warning: rank {}: {} was written by a run of {} process(es): this rank's random stream starts "
+                 "fresh (seed + rank)\n", s.rank, checkpoint_path(*g.checkpoints), loaded.meta.world_size);
+    // The schedule position is counted in epochs: a run resumed with another world size (so another number
+    // of steps per epoch) continues at the first step of the next epoch of its own schedule.
+    const int64_t steps = g.iter_per_epoch.value_or(s.train_loader->batches_per_epoch());
+    if (!s.metabin && s.optimizer->iteration() != loaded.meta.epoch * steps) {
+      if (s.writer())
+        fmt::print("Resuming with {} process(es) ({} steps per epoch) a run written by {} process(es) at iteration "
+                   "{}: the schedule continues from epoch {} (iteration {})\n",
+                   s.world, steps, loaded.meta.world_size, s.optimizer->iteration(), loaded.meta.epoch + 1,
+                   loaded.meta.epoch * steps);
+      s.optimizer->set_iteration(loaded.meta.epoch * steps);
+    }
     s.start_epoch = loaded.meta.epoch + 1;
     s.best.value = loaded.meta.best_metric;
     s.best.epoch = loaded.meta.best_epoch;
@@ -265,8 +344,20 @@ Trainer::Trainer(Config config, Mode mode) : s_(std::make_unique<State>(std::mov
   } else if (mode == Mode::kEval) {
     fmt::print("warning: Global.pretrained_model is not set: evaluating a randomly initialized model\n");
   }
+  if (s.pg) {
+    // All replicas start identical: rank 0's parameters and buffers (also after a resume).
+    broadcast_module(*s.pg, *s.model);
+    if (s.train_loss) broadcast_module(*s.pg, *s.train_loss);
+    if (train) {
+      for (const auto& p : s.model->parameters()) s.synced_params.push_back(p);
+      for (const auto& p : s.train_loss->parameters()) s.synced_params.push_back(p);
+    }
+  }
 
-  if (train) {
+  if (train && !s.writer()) {
+    s.log = std::make_unique<TrainLog>(g, "");  // rank 0 alone writes into output_dir
+    s.log->set_quiet(true);
+  } else if (train) {
     // Only training writes into output_dir; an evaluation leaves the training run's config.yaml alone.
     fs::create_directories(s.ckpt_dir);
     remove_stale_temp_files(g.output_dir);
@@ -284,6 +375,7 @@ Trainer::Trainer(Config config, Mode mode) : s_(std::make_unique<State>(std::mov
                    {"device", g.device}});
   } else {
     s.log = std::make_unique<TrainLog>(g, "");
+    s.log->set_quiet(!s.writer());
   }
 }
 
@@ -300,11 +392,11 @@ void Trainer::evaluate_and_keep_best(int64_t epoch) {
   if (s.optimizer) s.optimizer->observe_metric(value);  // ReduceOnPlateau follows the first metric, as PaddleClas
   std::string note;
   const bool better = s.best.offer(values.front().first, value, epoch, &note);
-  if (!note.empty()) fmt::print("warning: {}\n", note);
+  if (!note.empty() && s.writer()) fmt::print("warning: {}\n", note);
   if (better) {
     s.save("best_model", epoch);
-    fmt::print("[Eval][Epoch {}] new best {}: {:.5f}, saved best_model\n", epoch, s.best.name, value);
-  } else {
+    if (s.writer()) fmt::print("[Eval][Epoch {}] new best {}: {:.5f}, saved best_model\n", epoch, s.best.name, value);
+  } else if (s.writer()) {
     fmt::print("[Eval][Epoch {}] best {}: {:.5f} (epoch {})\n", epoch, s.best.name, s.best.value, s.best.epoch);
   }
   s.last_eval = values;
@@ -320,7 +412,7 @@ void Trainer::end_of_epoch(int64_t epoch) {
   // (the checkpoint says the evaluation is pending and a resume runs it first).
   if (epoch % g.save_interval == 0) s.save("epoch_" + std::to_string(epoch), epoch, eval_now);
   s.save("latest", epoch, eval_now);
-  fmt::print("[Train][Epoch {}] saved {}\n", epoch, (fs::path(s.ckpt_dir) / "latest.ckpt").string());
+  if (s.writer()) fmt::print("[Train][Epoch {}] saved {}\n", epoch, (fs::path(s.ckpt_dir) / "latest.ckpt").string());
   std::fflush(stdout);
   if (eval_now) evaluate_and_keep_best(epoch);
 }
@@ -372,6 +464,14 @@ MetricValues Trainer::train(int64_t stop_after_epoch) {
       const auto lrs = s.optimizer->current_lrs();
       s.optimizer->zero_grad();
       res.total.backward();
+      if (s.pg) {
+        // Gradients averaged over the processes before the step (docs/distributed.md): every replica takes
+        // the same step.
+        const auto a0 = Clock::now();
+        average_gradients(*s.pg, s.synced_params);
+        s.allreduce_seconds += std::chrono::duration<double>(Clock::now() - a0).count();
+        ++s.allreduce_steps;
+      }
       s.optimizer->step();
       ++it;
       const double compute = std::chrono::duration<double>(Clock::now() - t0).count();
@@ -381,34 +481,71 @@ MetricValues Trainer::train(int64_t stop_after_epoch) {
       if (!std::isfinite(total))
         throw Error(fmt::format("training diverged at epoch {} iteration {}: loss is {} (lower the learning rate?)",
                                 epoch, it, total));
-      s.log->step(lrs.empty() ? 0.0 : lrs[0], terms, total, batch->images.size(0), compute);
+      s.log->step(lrs.empty() ? 0.0 : lrs[0], terms, total, batch->images.size(0) * s.world, compute);
     }
     s.log->end_epoch();
     end_of_epoch(epoch);
   }
   s.log->done();
+  if (s.pg && s.writer() && s.allreduce_steps > 0) {
+    const double ms = 1000.0 * s.allreduce_seconds / static_cast<double>(s.allreduce_steps);
+    fmt::print("[Train] gradient all-reduce: {:.2f} ms per step ({} processes, {})\n", ms, s.world, s.pg->backend());
+    s.log->record({{"phase", "allreduce"}, {"ms_per_step", ms}, {"steps", s.allreduce_steps}, {"world_size", s.world},
+                   {"backend", s.pg->backend()}});
+  }
   return s.last_eval;
 }
 
 namespace {
+// A multi-process evaluation (docs/distributed.md, "Evaluation"): each rank computed `rows` for its shard
+// (dataset indices `idx`; a sampler that pads its shards repeats some); every rank gets all rows in dataset
+// order, each index once. Without a group, the rows as they are.
+std::vector<torch::Tensor> gather_in_dataset_order(ProcessGroup* pg, std::vector<torch::Tensor> rows,
+                                                   const torch::Tensor& idx, int64_t dataset_size) {
+  if (!pg) return rows;
+  const auto all_idx = pg->all_gather_rows(idx.to(torch::kInt64).cpu());
+  auto seen = torch::zeros({dataset_size}, torch::kBool);
+  seen.index_fill_(0, all_idx, true);
+  const auto keep = seen.nonzero().flatten();
+  for (auto& r : rows) {
+    const auto all = pg->all_gather_rows(r.contiguous()).cpu();
+    auto shape = all.sizes().vec();
+    shape[0] = dataset_size;
+    auto ordered = torch::zeros(shape, all.options());
+    ordered.index_copy_(0, all_idx, all);
+    r = ordered.index_select(0, keep);
+  }
+  return rows;
+}
+
 // `model`: the model evaluation uses (a DistillationModel's infer_model_name model).
-FeatureSet extract_features(RecModelImpl& model, DataLoader& loader, const GlobalConfig& g, torch::Device device) {
+FeatureSet extract_features(RecModelImpl& model, DataLoader& loader, const GlobalConfig& g, torch::Device device,
+                            ProcessGroup* pg) {
   torch::NoGradGuard no_grad;
   model.eval();
   loader.start_epoch(0);
-  std::vector<torch::Tensor> feats, labels, camids;
+  std::vector<torch::Tensor> feats, labels, camids, indices;
   while (auto b = loader.next()) {
     auto out = model.forward(b->images.to(device));
     auto f = out.get(g.retrieval_feature_from).flatten(1).to(torch::kFloat32);
-    feats.push_back(f);
+    feats.push_back(f.cpu());
     labels.push_back(b->labels);
     camids.push_back(b->camids);
+    indices.push_back(b->indices);
   }
-  if (feats.empty()) throw Error("an evaluation set yields no images");
+  if (feats.empty() && !pg) throw Error("an evaluation set yields no images");
   FeatureSet fs;
-  fs.features = postprocess_features(torch::cat(feats), g.feature_normalize, g.feature_binarize);
-  fs.labels = torch::cat(labels);
-  fs.camids = torch::cat(camids);
+  auto cat = [](const std::vector<torch::Tensor>& v, torch::Tensor empty) { return v.empty() ? empty : torch::cat(v); };
+  const int64_t dim = feats.empty() ? 0 : feats[0].size(1);
+  auto rows = gather_in_dataset_order(
+      pg,
+      {cat(feats, torch::zeros({0, dim})), cat(labels, torch::zeros({0}, torch::kInt64)),
+       cat(camids, torch::zeros({0}, torch::kInt64))},
+      cat(indices, torch::zeros({0}, torch::kInt64)), static_cast<int64_t>(loader.dataset().size()));
+  if (rows[0].size(0) == 0) throw Error("an evaluation set yields no images");
+  fs.features = postprocess_features(rows[0], g.feature_normalize, g.feature_binarize);
+  fs.labels = rows[1];
+  fs.camids = rows[2];
   if ((fs.camids < 0).all().item<bool>()) fs.camids = torch::Tensor();  // dataset without cameras
   return fs;
 }
@@ -418,15 +555,14 @@ namespace {
 // Global.eval_mode: adaface (as PaddleClas's adaface_eval): each image's `features` and those of its horizontal
 // flip are summed and L2-normalized (PaddleClas's norm-weighted fusion of the two unit embeddings, which is
 // the same vector), then scored by face verification on the FiveValidationDataset's sets.
-MetricValues evaluate_adaface(RecModelImpl& model, DataLoader& loader, torch::Device device) {
+MetricValues evaluate_adaface(RecModelImpl& model, DataLoader& loader, torch::Device device, ProcessGroup* pg) {
   const auto* sets = dynamic_cast<const FiveValidationDataset*>(&loader.dataset());
   FL_ASSERT(sets, "adaface evaluation without a FiveValidationDataset");
   torch::NoGradGuard no_grad;
   model.eval();
   loader.start_epoch(0);
   const int64_t n = static_cast<int64_t>(sets->size());
-  torch::Tensor fused;  // [N, D] in dataset order (the sampler may shuffle)
-  std::vector<char> seen(static_cast<size_t>(n), 0);
+  std::vector<torch::Tensor> xs, idx;
   while (auto b = loader.next()) {
     auto images = b->images.to(device);
     auto f = model.forward(images).get("features").flatten(1).to(torch::kFloat32);
@@ -434,12 +570,22 @@ MetricValues evaluate_adaface(RecModelImpl& model, DataLoader& loader, torch::De
     auto x = torch::nn::functional::normalize(
                  f + flipped, torch::nn::functional::NormalizeFuncOptions().p(2).dim(1).eps(1e-12))
                  .cpu();
-    if (!fused.defined()) fused = torch::zeros({n, x.size(1)}, torch::kFloat32);
-    fused.index_copy_(0, b->indices, x);
-    for (int64_t k = 0; k < b->indices.numel(); ++k) seen[static_cast<size_t>(b->indices[k].item<int64_t>())] = 1;
+    xs.push_back(x);
+    idx.push_back(b->indices);
   }
-  if (!fused.defined()) throw Error("DataLoader.Eval yields no images");
-  if (std::find(seen.begin(), seen.end(), 0) != seen.end())
+  if (xs.empty()) throw Error("DataLoader.Eval yields no images");
+  // [N, D] in dataset order (the sampler may shuffle; with several processes, every rank's shard).
+  auto rows = torch::cat(xs);
+  auto all_idx = torch::cat(idx);
+  if (pg) {
+    rows = pg->all_gather_rows(rows);
+    all_idx = pg->all_gather_rows(all_idx);
+  }
+  torch::Tensor fused = torch::zeros({n, rows.size(1)}, torch::kFloat32);
+  fused.index_copy_(0, all_idx, rows);
+  auto seen_mask = torch::zeros({n}, torch::kBool);
+  seen_mask.index_fill_(0, all_idx, true);
+  if (!seen_mask.all().item<bool>())
     throw Error("DataLoader.Eval's sampler leaves out images of the FiveValidationDataset (drop_last?): every pair "
                 "must be evaluated");
   std::vector<int64_t> issame(static_cast<size_t>(n));
@@ -459,10 +605,10 @@ MetricValues Trainer::evaluate(int64_t epoch) {
   const auto start = Clock::now();
   MetricValues values;
   if (g.eval_mode == "adaface") {
-    values = evaluate_adaface(s.model->infer_model(), *s.eval_query, s.device);
+    values = evaluate_adaface(s.model->infer_model(), *s.eval_query, s.device, s.pg);
   } else if (g.eval_mode == "retrieval") {
-    FeatureSet q = extract_features(s.model->infer_model(), *s.eval_query, g, s.device);
-    FeatureSet gal = s.eval_gallery ? extract_features(s.model->infer_model(), *s.eval_gallery, g, s.device) : q;
+    FeatureSet q = extract_features(s.model->infer_model(), *s.eval_query, g, s.device, s.pg);
+    FeatureSet gal = s.eval_gallery ? extract_features(s.model->infer_model(), *s.eval_gallery, g, s.device, s.pg) : q;
     RetrievalOptions opt;
     opt.block_size = g.sim_block_size;
     opt.re_ranking = g.re_ranking;
@@ -473,7 +619,7 @@ MetricValues Trainer::evaluate(int64_t epoch) {
     s.model->eval();
     auto& loader = *s.eval_query;
     loader.start_epoch(0);
-    std::vector<torch::Tensor> logits, labels;
+    std::vector<torch::Tensor> logits, labels, indices;
     // Loss.Eval is reported in classification mode (as PaddleClas does); retrieval mode has no eval loss.
     auto& eval_loss = s.eval_loss;
     if (eval_loss) eval_loss->eval();
@@ -484,6 +630,7 @@ MetricValues Trainer::evaluate(int64_t epoch) {
       auto out = s.model->forward(b->images.to(s.device));
       logits.push_back(out.get("logits").cpu());
       labels.push_back(b->labels);
+      indices.push_back(b->indices);
       if (eval_loss) {
         auto r = eval_loss->forward(out, labels_dev);
         if (loss_sums.empty())
@@ -493,8 +640,18 @@ MetricValues Trainer::evaluate(int64_t epoch) {
       }
     }
     if (logits.empty()) throw Error("DataLoader.Eval yields no images");
-    values = evaluate_classification(*s.metrics, torch::cat(logits), torch::cat(labels));
-    for (const auto& kv : loss_sums) values.emplace_back(kv.first, kv.second / std::max<int64_t>(batches, 1));
+    const auto rows = gather_in_dataset_order(s.pg, {torch::cat(logits), torch::cat(labels)}, torch::cat(indices),
+                                              static_cast<int64_t>(loader.dataset().size()));
+    values = evaluate_classification(*s.metrics, rows[0], rows[1]);
+    // Loss.Eval: the mean over batches of this rank, averaged over the ranks.
+    std::vector<torch::Tensor> means;
+    for (const auto& kv : loss_sums) means.push_back(torch::tensor({kv.second / std::max<int64_t>(batches, 1)}, torch::kFloat64));
+    if (s.pg && !means.empty()) {
+      std::vector<torch::Tensor> one{torch::cat(means)};
+      s.pg->all_reduce_sum(one);
+      for (size_t k = 0; k < means.size(); ++k) means[k] = one[0][static_cast<int64_t>(k)] / s.world;
+    }
+    for (size_t k = 0; k < loss_sums.size(); ++k) values.emplace_back(loss_sums[k].first, means[k].item<double>());
   }
   s.log->eval(epoch, values, std::chrono::duration<double>(Clock::now() - start).count());
   return values;
@@ -502,6 +659,7 @@ MetricValues Trainer::evaluate(int64_t epoch) {
 
 void Trainer::report(const MetricValues& metrics) const {
   const auto& g = s_->g;
+  if (!s_->writer()) return;  // rank 0 reports for the run
   fmt::print("\n| metric | value |\n|---|---|\n");
   nlohmann::json j = nlohmann::json::object();
   for (const auto& kv : metrics) {

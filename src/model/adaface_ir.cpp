@@ -1,5 +1,6 @@
 // AdaFace IR / IR-SE nets with PaddleClas's structure and names (see adaface_ir.h).
 #include <featlearn/model/adaface_ir.h>
+#include <featlearn/model/batch_norm.h>
 
 #include <featlearn/common/error.h>
 
@@ -22,7 +23,7 @@ std::shared_ptr<nn::Module> conv(int64_t in, int64_t out, int64_t k, int64_t str
   return c.ptr();
 }
 
-std::shared_ptr<nn::Module> bn(int64_t c) { return nn::BatchNorm2d(c).ptr(); }  // weight 1, bias 0
+std::shared_ptr<nn::Module> bn(int64_t c) { return BatchNorm2d(c).ptr(); }  // weight 1, bias 0
 std::shared_ptr<nn::Module> prelu(int64_t c) {
   return nn::PReLU(nn::PReLUOptions().num_parameters(c).init(0.25)).ptr();
 }
@@ -40,6 +41,7 @@ torch::Tensor SequentialImpl::run(const torch::Tensor& x, StopCursor& c, const s
     auto& child = *item.value();
     y = c.step(p, y, [&](const torch::Tensor& t) -> torch::Tensor {
       if (auto* pr = child.as<nn::PReLU>()) return pr->forward(t);
+      if (auto* bn1 = child.as<BatchNorm1d>()) return bn1->forward(t);  // featlearn's: it may be a SyncBN
       if (auto* bn1 = child.as<nn::BatchNorm1d>()) return bn1->forward(t);
       if (auto* fc = child.as<nn::Linear>()) {
         if (t.dim() != 2 || t.size(1) != fc->options.in_features()) {
@@ -184,7 +186,7 @@ AdaFaceIRImpl::AdaFaceIRImpl(AdaFaceIROptions o) : options_(std::move(o)) {
   output->push_back(nn::Dropout(0.4).ptr());  // Paddle's default upscale_in_train mode = torch's dropout
   output->push_back(nn::Flatten().ptr());
   nn::Linear fc(channels * side * side, 512);
-  nn::BatchNorm1d bn1(512);
+  BatchNorm1d bn1(512);
   {
     torch::NoGradGuard ng;
     nn::init::kaiming_normal_(fc->weight, 0.0, torch::kFanIn, torch::kReLU);

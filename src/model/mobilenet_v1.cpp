@@ -1,5 +1,6 @@
 // MobileNetV1 with PaddleClas's structure and names (see mobilenet_v1.h).
 #include <featlearn/model/mobilenet_v1.h>
+#include <featlearn/model/batch_norm.h>
 
 #include <featlearn/common/error.h>
 
@@ -17,7 +18,7 @@ ConvBNLayerImpl::ConvBNLayerImpl(int64_t in, int64_t out, int64_t kernel, int64_
                                          .padding(padding)
                                          .groups(groups)
                                          .bias(false)));
-  register_module("bn", nn::BatchNorm2d(out));
+  register_module("bn", BatchNorm2d(out));
   register_module("relu", nn::ReLU());
 }
 

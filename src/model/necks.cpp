@@ -1,4 +1,5 @@
 #include <featlearn/model/necks.h>
+#include <featlearn/model/batch_norm.h>
 #include <featlearn/model/metabin.h>
 
 #include <torch/torch.h>
@@ -124,7 +125,7 @@ BNNeckOptions BNNeckOptions::from_config(const ConfigNode& node) {
 BNNeckImpl::BNNeckImpl(BNNeckOptions opts) : options(std::move(opts)) {
   const auto& o = options;
   feat_bn = register_module(
-      "feat_bn", torch::nn::BatchNorm1d(torch::nn::BatchNormOptions(o.num_features()).momentum(0.1).eps(1e-5)));
+      "feat_bn", BatchNorm1d(torch::nn::BatchNormOptions(o.num_features()).momentum(0.1).eps(1e-5)));
   const double n = static_cast<double>(o.num_features());
   if (o.weight_attr().enabled) {
     o.weight_attr().init(feat_bn->weight, paddle_constant(1.0), n, n);

@@ -1,5 +1,6 @@
 // PP-LCNet with PaddleClas's structure and names, and the Paddle-semantics layers it needs (see pp_lcnet.h).
 #include <featlearn/model/pp_lcnet.h>
+#include <featlearn/model/batch_norm.h>
 
 #include <featlearn/common/error.h>
 #include <featlearn/model/torchvision_mobilenet_v3.h>
@@ -73,7 +74,7 @@ ConvBNLayerImpl::ConvBNLayerImpl(int64_t in, int64_t out, int64_t kernel, int64_
                                                 .padding((kernel - 1) / 2)
                                                 .groups(groups)
                                                 .bias(false)));
-  bn = register_module("bn", nn::BatchNorm2d(out));  // Paddle BatchNorm2D: momentum 0.9 (= torch 0.1), eps 1e-5
+  bn = register_module("bn", BatchNorm2d(out));  // Paddle BatchNorm2D: momentum 0.9 (= torch 0.1), eps 1e-5
   if (!act.empty()) register_module("act", make_activation(act));
 }
 

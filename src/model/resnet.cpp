@@ -1,5 +1,6 @@
 // torchvision-compatible ResNets (see resnet.h).
 #include <featlearn/model/resnet.h>
+#include <featlearn/model/batch_norm.h>
 
 #include <featlearn/common/error.h>
 
@@ -35,10 +36,10 @@ torch::Tensor AdaptiveMaxPool2dImpl::run(const torch::Tensor& x, StopCursor&, co
 
 BasicBlockImpl::BasicBlockImpl(int64_t in, int64_t planes, int64_t stride, nn::ModuleList ds) {
   conv1 = register_module("conv1", conv(in, planes, 3, stride));
-  bn1 = register_module("bn1", nn::BatchNorm2d(planes));
+  bn1 = register_module("bn1", BatchNorm2d(planes));
   register_module("relu", nn::ReLU());  // torchvision's shared ReLU (called twice; forward uses torch::relu)
   conv2 = register_module("conv2", conv(planes, planes, 3, 1));
-  bn2 = register_module("bn2", nn::BatchNorm2d(planes));
+  bn2 = register_module("bn2", BatchNorm2d(planes));
   if (ds) downsample = register_module("downsample", ds);
 }
 
@@ -57,11 +58,11 @@ torch::Tensor BasicBlockImpl::run(const torch::Tensor& x, StopCursor& c, const s
 
 BottleneckImpl::BottleneckImpl(int64_t in, int64_t planes, int64_t stride, nn::ModuleList ds) {
   conv1 = register_module("conv1", conv(in, planes, 1, 1));
-  bn1 = register_module("bn1", nn::BatchNorm2d(planes));
+  bn1 = register_module("bn1", BatchNorm2d(planes));
   conv2 = register_module("conv2", conv(planes, planes, 3, stride));
-  bn2 = register_module("bn2", nn::BatchNorm2d(planes));
+  bn2 = register_module("bn2", BatchNorm2d(planes));
   conv3 = register_module("conv3", conv(planes, planes * kExpansion, 1, 1));
-  bn3 = register_module("bn3", nn::BatchNorm2d(planes * kExpansion));
+  bn3 = register_module("bn3", BatchNorm2d(planes * kExpansion));
   register_module("relu", nn::ReLU());  // shared ReLU (called three times; forward uses torch::relu)
   if (ds) downsample = register_module("downsample", ds);
 }
@@ -91,14 +92,14 @@ ResNetImpl::ResNetImpl(ResNetOptions o) : options_(std::move(o)) {
     const int64_t widths[3][2] = {{o_.in_channels(), 32}, {32, 32}, {32, 64}};
     for (int i = 0; i < 3; ++i) {
       stem->push_back(conv(widths[i][0], widths[i][1], 3, i == 0 ? 2 : 1));
-      stem->push_back(nn::BatchNorm2d(widths[i][1]));
+      stem->push_back(BatchNorm2d(widths[i][1]));
       if (o_.stem_act()) stem->push_back(nn::ReLU());
       else stem->push_back(nn::Identity());
     }
     register_module("stem", stem);
   } else {
     register_module("conv1", nn::Conv2d(nn::Conv2dOptions(o_.in_channels(), 64, 7).stride(2).padding(3).bias(false)));
-    register_module("bn1", nn::BatchNorm2d(64));
+    register_module("bn1", BatchNorm2d(64));
     if (o_.stem_act()) register_module("relu", nn::ReLU());
     else register_module("relu", nn::Identity());
   }
@@ -122,7 +123,7 @@ ResNetImpl::ResNetImpl(ResNetOptions o) : options_(std::move(o)) {
         } else {
           ds->push_back(conv(in, planes * expansion, 1, st));
         }
-        ds->push_back(nn::BatchNorm2d(planes * expansion));
+        ds->push_back(BatchNorm2d(planes * expansion));
       }
       const std::string block_path = layer_name + "." + std::to_string(b);
       block_paths_.push_back(block_path);

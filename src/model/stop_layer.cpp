@@ -1,5 +1,6 @@
 // BackboneStopLayer, weight loading into backbones, and build_backbone (see stop_layer.h).
 #include <featlearn/model/stop_layer.h>
+#include <featlearn/model/batch_norm.h>
 
 #include <featlearn/common/error.h>
 #include <featlearn/io/state_dict.h>
@@ -52,6 +53,7 @@ torch::Tensor run_module(nn::Module& m, const torch::Tensor& x, StopCursor& c, c
     return y;
   }
   if (auto* t = m.as<nn::Conv2d>()) return t->forward(x);
+  if (auto* t = m.as<BatchNorm2d>()) return t->forward(x);  // featlearn's first: it may be a SyncBN
   if (auto* t = m.as<nn::BatchNorm2d>()) return t->forward(x);
   if (auto* t = m.as<nn::ReLU>()) return t->forward(x);
   if (auto* t = m.as<nn::MaxPool2d>()) return t->forward(x);

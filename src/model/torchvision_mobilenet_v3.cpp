@@ -1,5 +1,6 @@
 // torchvision-compatible MobileNetV3 (see torchvision_mobilenet_v3.h).
 #include <featlearn/model/torchvision_mobilenet_v3.h>
+#include <featlearn/model/batch_norm.h>
 
 #include <featlearn/common/error.h>
 
@@ -21,7 +22,7 @@ int64_t make_divisible(double v, int64_t divisor = 8) {
 nn::ModuleList conv_bn_act(int64_t in, int64_t out, int64_t k, int64_t stride, int64_t groups, const char* act) {
   nn::ModuleList s;
   s->push_back(nn::Conv2d(nn::Conv2dOptions(in, out, k).stride(stride).padding((k - 1) / 2).groups(groups).bias(false)));
-  s->push_back(nn::BatchNorm2d(nn::BatchNorm2dOptions(out).eps(1e-3).momentum(0.01)));
+  s->push_back(BatchNorm2d(nn::BatchNorm2dOptions(out).eps(1e-3).momentum(0.01)));
   if (std::string(act) == "HS") s->push_back(Hardswish());
   else if (std::string(act) == "RE") s->push_back(nn::ReLU());
   return s;

@@ -4,8 +4,9 @@
 //   format = "featlearn.checkpoint", format_version = 2,
 //   model.<param or buffer name>, loss.<name> tensors (CombinedLoss parameters such as CenterLoss.centers),
 //   optimizer_state (uint8: the serialized optimizer archive: states + iteration), rng_state (CPU generator),
-//   cuda_rng_state.<d> (each CUDA generator), meta (JSON: epoch, iteration, best_metric, best_epoch,
-//   metric_name, eval_pending, cuda_devices), config (the resolved YAML), and checksums (JSON: record name ->
+//   cuda_rng_state.<d> (each CUDA generator), rng_state.rank<r> (rank r's CPU generator in a multi-process run,
+//   r >= 1), meta (JSON: epoch, iteration, best_metric, best_epoch, metric_name, eval_pending, cuda_devices,
+//   world_size), config (the resolved YAML), and checksums (JSON: record name ->
 //   xxHash64 of its content), verified on load: a damaged record is an error naming the file and the record.
 // Readers accept versions <= kCheckpointVersion (version 1: no checksums, optimizer as a sub-archive) and
 // reject newer/unknown files with a clear error.
@@ -15,6 +16,7 @@
 
 #include <functional>
 #include <string>
+#include <vector>
 
 namespace featlearn {
 
@@ -28,6 +30,9 @@ struct CheckpointMeta {
   std::string metric_name;
   bool eval_pending = false;  // saved after training epoch `epoch`, before its evaluation ran
   std::string config_yaml;
+  int64_t world_size = 1;  // processes of the run that wrote it
+  // Multi-process runs: the CPU generator state of ranks 1..world_size-1 (rank 0's is rng_state).
+  std::vector<torch::Tensor> rank_rng_states;
 };
 
 // "<prefix>.ckpt" unless prefix already ends with .ckpt.
@@ -41,11 +46,15 @@ void save_checkpoint(const std::string& prefix, const torch::nn::Module& model, 
 struct LoadedCheckpoint {
   CheckpointMeta meta;
   bool has_optimizer = false;
+  bool rng_restored = false;
 };
 
 // Restores model (+ loss) tensors strictly (missing or shape-mismatched tensors are errors naming the
-// parameter). With `load_optimizer`, also calls it with the optimizer sub-archive and restores the RNG state.
+// parameter). With `load_optimizer`, also calls it with the optimizer sub-archive and restores the RNG state:
+// rank `rank`'s stream (rng_state for rank 0, rng_state.rank<r> otherwise; a rank the writing run did not have
+// keeps its current generator, and `LoadedCheckpoint::rng_restored` is false).
 LoadedCheckpoint load_checkpoint(const std::string& prefix, torch::nn::Module& model, torch::nn::Module* loss,
-                                 const std::function<void(torch::serialize::InputArchive&)>& load_optimizer);
+                                 const std::function<void(torch::serialize::InputArchive&)>& load_optimizer,
+                                 int rank = 0);
 
 }  // namespace featlearn

@@ -36,6 +36,9 @@ struct GlobalConfig {
   // Training steps per epoch instead of the loader's batches per epoch (PaddleClas's iter_per_epoch; the loader's
   // epochs are read as one stream of batches). Also the LR schedules' iterations per epoch.
   std::optional<int64_t> iter_per_epoch;
+  // Multi-process runs (docs/distributed.md): seconds the rendezvous and every collective may wait for the
+  // other processes before the run fails with an error (a dead or hung rank).
+  int64_t dist_timeout = 300;
 
   static GlobalConfig parse(const ConfigNode& global);
 };

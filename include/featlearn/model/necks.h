@@ -15,6 +15,7 @@
 #include <torch/nn/pimpl.h>
 
 #include <featlearn/model/module_base.h>
+#include <featlearn/model/batch_norm.h>
 #include <featlearn/model/param_attr.h>
 
 #include <string>
@@ -73,7 +74,7 @@ class BNNeckImpl : public NeckImpl {
   torch::Tensor forward(torch::Tensor x) override;
   BNNeckOptions options;
   // momentum 0.1 (= Paddle's 0.9), eps 1e-5; "feat_bn.weight", "feat_bn.bias", "feat_bn.running_mean", ...
-  torch::nn::BatchNorm1d feat_bn{nullptr};
+  BatchNorm1d feat_bn{nullptr};
 };
 TORCH_MODULE(BNNeck);
 

@@ -24,6 +24,7 @@
 #include <torch/nn/pimpl.h>
 
 #include <featlearn/model/stop_layer.h>
+#include <featlearn/model/batch_norm.h>
 
 #include <string>
 #include <vector>
@@ -108,7 +109,7 @@ class ConvBNLayerImpl : public ChainedLayer {
  public:
   ConvBNLayerImpl(int64_t in, int64_t out, int64_t kernel, int64_t stride, int64_t groups, const std::string& act);
   torch::nn::Conv2d conv{nullptr};
-  torch::nn::BatchNorm2d bn{nullptr};
+  BatchNorm2d bn{nullptr};
 };
 
 // SEModule: avg_pool, conv1 (C -> C/reduction, bias), relu, conv2 (-> C, bias), a gate registered as

@@ -21,6 +21,7 @@
 #include <torch/nn/pimpl.h>
 
 #include <featlearn/model/stop_layer.h>
+#include <featlearn/model/batch_norm.h>
 
 #include <string>
 #include <vector>
@@ -57,7 +58,7 @@ class BasicBlockImpl : public StagedModule {
 
  private:
   torch::nn::Conv2d conv1{nullptr}, conv2{nullptr};
-  torch::nn::BatchNorm2d bn1{nullptr}, bn2{nullptr};
+  BatchNorm2d bn1{nullptr}, bn2{nullptr};
   torch::nn::ModuleList downsample{nullptr};
 };
 
@@ -70,7 +71,7 @@ class BottleneckImpl : public StagedModule {
 
  private:
   torch::nn::Conv2d conv1{nullptr}, conv2{nullptr}, conv3{nullptr};
-  torch::nn::BatchNorm2d bn1{nullptr}, bn2{nullptr}, bn3{nullptr};
+  BatchNorm2d bn1{nullptr}, bn2{nullptr}, bn3{nullptr};
   torch::nn::ModuleList downsample{nullptr};
 };
 

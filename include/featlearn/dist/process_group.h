@@ -1,0 +1,83 @@
+// Multi-process training on LibTorch's c10d (docs/distributed.md): the torchrun environment, one process
+// group per run (Gloo for CPU tensors, NCCL for CUDA ones where LibTorch has it), and the collectives the
+// trainer uses — parameter broadcast, bucketed gradient averaging, all-gather of evaluation rows, SyncBN
+// statistics. A run without WORLD_SIZE (or with WORLD_SIZE=1) has no group and every call is a no-op.
+#pragma once
+#include <torch/nn/module.h>
+#include <torch/types.h>
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace featlearn {
+
+// The torchrun environment variables (RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR,
+// MASTER_PORT). Absent variables mean a 1-process run.
+struct DistEnv {
+  int rank = 0, world_size = 1, local_rank = 0, local_world_size = 1;
+  std::string master_addr = "127.0.0.1";
+  int master_port = 29500;
+  // Throws featlearn::Error naming the variable for a malformed or inconsistent value.
+  static DistEnv from_environment();
+};
+
+class ProcessGroup {
+ public:
+  // The run's group; rank 0 hosts the TCPStore rendezvous at master_addr:master_port. `timeout` bounds the
+  // rendezvous and every collective (Global.dist_timeout): a rank that died or hangs makes the others fail
+  // with an error naming the operation instead of waiting forever. `cuda` selects NCCL (error when this
+  // LibTorch has none).
+  ProcessGroup(const DistEnv& env, std::chrono::milliseconds timeout, bool cuda);
+  ~ProcessGroup();
+  ProcessGroup(const ProcessGroup&) = delete;
+  ProcessGroup& operator=(const ProcessGroup&) = delete;
+
+  int rank() const { return env_.rank; }
+  int world_size() const { return env_.world_size; }
+  const std::string& backend() const { return backend_; }
+
+  // In place, over all ranks.
+  void all_reduce_sum(std::vector<torch::Tensor>& tensors);
+  void broadcast(std::vector<torch::Tensor>& tensors, int root = 0);
+  // Rows of `local` ([n_r, ...], n_r may differ per rank) from every rank, concatenated in rank order.
+  torch::Tensor all_gather_rows(const torch::Tensor& local);
+  void barrier();
+
+ private:
+  DistEnv env_;
+  std::string backend_;
+  std::chrono::milliseconds timeout_;
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// The process's group while a distributed run is active (null otherwise); set by DistributedRun.
+ProcessGroup* current_process_group();
+
+// Owns the group for the lifetime of a run and makes it current.
+class DistributedRun {
+ public:
+  // No group (and nothing to do) when env.world_size == 1.
+  DistributedRun(const DistEnv& env, std::chrono::milliseconds timeout, bool cuda);
+  ~DistributedRun();
+  ProcessGroup* group() { return group_.get(); }
+
+ private:
+  std::unique_ptr<ProcessGroup> group_;
+};
+
+// Parameters and buffers of `module` set to rank 0's (at start and after a resume).
+void broadcast_module(ProcessGroup& pg, torch::nn::Module& module);
+// Every parameter's .grad replaced by its mean over the ranks, in flat buckets of about `bucket_bytes`
+// (one all-reduce per bucket per dtype/device). Parameters without a gradient on this step take part with
+// zeros, so every rank runs the same collectives.
+void average_gradients(ProcessGroup& pg, const std::vector<torch::Tensor>& params,
+                       int64_t bucket_bytes = 25 << 20);
+
+// Sum over ranks that gradients flow through (its backward is again a sum over ranks): SyncBatchNorm's
+// batch statistics. Identity without a current group.
+torch::Tensor differentiable_all_reduce_sum(const torch::Tensor& x);
+
+}  // namespace featlearn

@@ -1,0 +1,271 @@
+#include <featlearn/dist/process_group.h>
+
+#include <featlearn/common/error.h>
+#include <fmt/format.h>
+#include <torch/autograd.h>
+#include <torch/torch.h>
+
+#ifdef FEATLEARN_HAVE_GLOO
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#endif
+#ifdef FEATLEARN_HAVE_NCCL
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+#endif
+
+#include <cstdlib>
+#include <map>
+
+namespace featlearn {
+
+namespace {
+
+int env_int(const char* name, int fallback, int lo) {
+  const char* v = std::getenv(name);
+  if (!v || !*v) return fallback;
+  char* end = nullptr;
+  const long x = std::strtol(v, &end, 10);
+  if (*end != '\0' || x < lo || x > 1 << 20)
+    throw Error(fmt::format("environment variable {}={}: expected an integer >= {}", name, v, lo));
+  return static_cast<int>(x);
+}
+
+ProcessGroup* g_current = nullptr;
+
+}  // namespace
+
+DistEnv DistEnv::from_environment() {
+  DistEnv e;
+  e.world_size = env_int("WORLD_SIZE", 1, 1);
+  e.rank = env_int("RANK", 0, 0);
+  e.local_world_size = env_int("LOCAL_WORLD_SIZE", e.world_size, 1);
+  e.local_rank = env_int("LOCAL_RANK", e.rank % e.local_world_size, 0);
+  if (const char* a = std::getenv("MASTER_ADDR"); a && *a) e.master_addr = a;
+  e.master_port = env_int("MASTER_PORT", 29500, 1);
+  if (e.master_port > 65535) throw Error(fmt::format("environment variable MASTER_PORT={}: not a port", e.master_port));
+  if (e.rank >= e.world_size)
+    throw Error(fmt::format("environment variables RANK={} and WORLD_SIZE={}: RANK must be below WORLD_SIZE", e.rank,
+                            e.world_size));
+  if (e.local_rank >= e.local_world_size)
+    throw Error(fmt::format("environment variables LOCAL_RANK={} and LOCAL_WORLD_SIZE={}: LOCAL_RANK must be below "
+                            "LOCAL_WORLD_SIZE", e.local_rank, e.local_world_size));
+  return e;
+}
+
+#ifdef FEATLEARN_HAVE_GLOO
+struct ProcessGroup::Impl {
+  c10::intrusive_ptr<c10d::Store> store;
+  c10::intrusive_ptr<c10d::ProcessGroup> pg;
+};
+#else
+struct ProcessGroup::Impl {};
+#endif
+
+ProcessGroup::ProcessGroup(const DistEnv& env, std::chrono::milliseconds timeout, bool cuda)
+    : env_(env), timeout_(timeout), impl_(std::make_unique<Impl>()) {
+#ifndef FEATLEARN_HAVE_GLOO
+  (void)cuda;
+  throw Error("this featlearn was built without c10d (Debian's libgloo-dev was missing at build time): "
+              "multi-process training is not available; rebuild after scripts/setup.sh");
+#else
+  const std::string where = fmt::format("rendezvous at {}:{} (MASTER_ADDR / MASTER_PORT) as rank {} of {}",
+                                        env.master_addr, env.master_port, env.rank, env.world_size);
+  try {
+    c10d::TCPStoreOptions so;
+    so.port = static_cast<std::uint16_t>(env.master_port);
+    so.isServer = env.rank == 0;
+    so.numWorkers = static_cast<std::size_t>(env.world_size);
+    so.waitWorkers = true;
+    so.timeout = timeout;
+    impl_->store = c10::make_intrusive<c10d::TCPStore>(env.master_addr, so);
+  } catch (const std::exception& e) {
+    std::string msg = e.what();
+    throw Error(fmt::format("{} failed within {} s (Global.dist_timeout): {}", where, timeout.count() / 1000,
+                            msg.substr(0, msg.find('\n'))));
+  }
+  if (cuda) {
+#ifdef FEATLEARN_HAVE_NCCL
+    auto opts = c10d::ProcessGroupNCCL::Options::create();
+    opts->timeout = timeout;
+    impl_->pg = c10::make_intrusive<c10d::ProcessGroupNCCL>(impl_->store, env.rank, env.world_size, opts);
+    backend_ = "nccl";
+#else
+    throw Error("Global.device: gpu with several processes needs NCCL, which this LibTorch build does not have "
+                "(run on the CPU with Gloo, or build featlearn against a CUDA LibTorch)");
+#endif
+  } else {
+    auto opts = c10d::ProcessGroupGloo::Options::create(timeout);
+    const bool loopback = env.master_addr == "127.0.0.1" || env.master_addr == "localhost";
+    if (const char* ifname = std::getenv("GLOO_SOCKET_IFNAME"); ifname && *ifname)
+      opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(ifname));
+    else if (loopback)
+      opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1"));
+    else
+      opts->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
+    try {
+      impl_->pg = c10::make_intrusive<c10d::ProcessGroupGloo>(impl_->store, env.rank, env.world_size, opts);
+    } catch (const std::exception& e) {
+      std::string msg = e.what();
+      throw Error(fmt::format("{}: the Gloo group could not connect: {}", where, msg.substr(0, msg.find('\n'))));
+    }
+    backend_ = "gloo";
+  }
+#endif
+}
+
+ProcessGroup::~ProcessGroup() = default;
+
+#ifdef FEATLEARN_HAVE_GLOO
+namespace {
+template <typename F>
+void run_collective(const char* what, int rank, std::chrono::milliseconds timeout, F&& f) {
+  try {
+    auto work = f();
+    work->wait(timeout);
+  } catch (const Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    std::string msg = e.what();
+    throw Error(fmt::format("rank {}: {} across the processes failed (another rank stopped, or none answered within "
+                            "Global.dist_timeout = {} s): {}",
+                            rank, what, timeout.count() / 1000, msg.substr(0, msg.find('\n'))));
+  }
+}
+}  // namespace
+#endif
+
+void ProcessGroup::all_reduce_sum(std::vector<torch::Tensor>& tensors) {
+#ifdef FEATLEARN_HAVE_GLOO
+  if (tensors.empty()) return;
+  run_collective("all-reduce", env_.rank, timeout_, [&] { return impl_->pg->allreduce(tensors); });
+#else
+  (void)tensors;
+#endif
+}
+
+void ProcessGroup::broadcast(std::vector<torch::Tensor>& tensors, int root) {
+#ifdef FEATLEARN_HAVE_GLOO
+  if (tensors.empty()) return;
+  c10d::BroadcastOptions o;
+  o.rootRank = root;
+  run_collective("broadcast", env_.rank, timeout_, [&] { return impl_->pg->broadcast(tensors, o); });
+#else
+  (void)tensors, (void)root;
+#endif
+}
+
+torch::Tensor ProcessGroup::all_gather_rows(const torch::Tensor& local) {
+#ifdef FEATLEARN_HAVE_GLOO
+  // Row counts first, then every rank's rows padded to the largest count.
+  std::vector<torch::Tensor> n{torch::tensor({local.size(0)}, torch::kInt64).to(local.device())};
+  std::vector<std::vector<torch::Tensor>> counts(1);
+  for (int r = 0; r < env_.world_size; ++r) counts[0].push_back(torch::zeros_like(n[0]));
+  run_collective("all-gather", env_.rank, timeout_, [&] { return impl_->pg->allgather(counts, n); });
+  int64_t most = 0;
+  std::vector<int64_t> rows;
+  for (const auto& c : counts[0]) rows.push_back(c.cpu().item<int64_t>()), most = std::max(most, rows.back());
+  auto shape = local.sizes().vec();
+  shape[0] = most;
+  std::vector<torch::Tensor> mine{torch::zeros(shape, local.options())};
+  if (local.size(0) > 0) mine[0].narrow(0, 0, local.size(0)).copy_(local);
+  std::vector<std::vector<torch::Tensor>> all(1);
+  for (int r = 0; r < env_.world_size; ++r) all[0].push_back(torch::empty(shape, local.options()));
+  run_collective("all-gather", env_.rank, timeout_, [&] { return impl_->pg->allgather(all, mine); });
+  std::vector<torch::Tensor> parts;
+  for (int r = 0; r < env_.world_size; ++r) parts.push_back(all[0][static_cast<size_t>(r)].narrow(0, 0, rows[static_cast<size_t>(r)]));
+  return torch::cat(parts);
+#else
+  return local;
+#endif
+}
+
+void ProcessGroup::barrier() {
+#ifdef FEATLEARN_HAVE_GLOO
+  // A one-element all-reduce: bounded by the same timeout as every other collective.
+  std::vector<torch::Tensor> t{torch::zeros({1})};
+  all_reduce_sum(t);
+#endif
+}
+
+ProcessGroup* current_process_group() { return g_current; }
+
+DistributedRun::DistributedRun(const DistEnv& env, std::chrono::milliseconds timeout, bool cuda) {
+  if (env.world_size <= 1) return;
+  group_ = std::make_unique<ProcessGroup>(env, timeout, cuda);
+  g_current = group_.get();
+}
+
+DistributedRun::~DistributedRun() {
+  if (g_current == group_.get()) g_current = nullptr;
+}
+
+void broadcast_module(ProcessGroup& pg, torch::nn::Module& module) {
+  torch::NoGradGuard no_grad;
+  std::vector<torch::Tensor> ts;
+  for (auto& p : module.named_parameters(true)) ts.push_back(p.value().detach());
+  for (auto& b : module.named_buffers(true))
+    if (b.value().defined()) ts.push_back(b.value());
+  // Gloo broadcasts dense contiguous tensors of one dtype per call: one call per tensor keeps it simple and
+  // happens only at start and after a resume.
+  for (auto& t : ts) {
+    FL_ASSERT(t.is_contiguous(), "broadcast_module: a non-contiguous parameter");
+    std::vector<torch::Tensor> one{t};
+    pg.broadcast(one, 0);
+  }
+}
+
+void average_gradients(ProcessGroup& pg, const std::vector<torch::Tensor>& params, int64_t bucket_bytes) {
+  torch::NoGradGuard no_grad;
+  // Buckets of one dtype and device, in parameter order (the same on every rank).
+  std::map<std::pair<int, std::string>, std::vector<torch::Tensor>> open;
+  auto flush = [&](std::vector<torch::Tensor>& grads) {
+    if (grads.empty()) return;
+    std::vector<torch::Tensor> flat{torch::cat([&] {
+      std::vector<torch::Tensor> v;
+      for (auto& g : grads) v.push_back(g.reshape({-1}));
+      return v;
+    }())};
+    pg.all_reduce_sum(flat);
+    flat[0].div_(pg.world_size());
+    int64_t at = 0;
+    for (auto& g : grads) {
+      g.copy_(flat[0].narrow(0, at, g.numel()).view_as(g));
+      at += g.numel();
+    }
+    grads.clear();
+  };
+  std::map<std::pair<int, std::string>, int64_t> bytes;
+  for (const auto& p : params) {
+    if (!p.requires_grad()) continue;
+    auto& grad = p.mutable_grad();
+    if (!grad.defined()) grad = torch::zeros_like(p);
+    const auto key = std::make_pair(static_cast<int>(grad.scalar_type()), grad.device().str());
+    open[key].push_back(grad);
+    bytes[key] += grad.numel() * static_cast<int64_t>(grad.element_size());
+    if (bytes[key] >= bucket_bytes) flush(open[key]), bytes[key] = 0;
+  }
+  for (auto& kv : open) flush(kv.second);
+}
+
+namespace {
+struct AllReduceSumFn : public torch::autograd::Function<AllReduceSumFn> {
+  static torch::Tensor forward(torch::autograd::AutogradContext*, torch::Tensor x) {
+    std::vector<torch::Tensor> t{x.detach().clone().contiguous()};
+    current_process_group()->all_reduce_sum(t);
+    return t[0];
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext*,
+                                                 torch::autograd::variable_list g) {
+    std::vector<torch::Tensor> t{g[0].contiguous().clone()};
+    current_process_group()->all_reduce_sum(t);
+    return {t[0]};
+  }
+};
+}  // namespace
+
+torch::Tensor differentiable_all_reduce_sum(const torch::Tensor& x) {
+  if (!current_process_group()) return x;
+  return AllReduceSumFn::apply(x);
+}
+
+}  // namespace featlearn
