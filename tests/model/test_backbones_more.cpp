@@ -188,7 +188,8 @@ TEST(MobileNetV1, PaddleClasParameterNamesAndInit) {
   EXPECT_EQ(mb_param_shape(bb, "fc.weight"), (Shape{101, 1024}));
   EXPECT_EQ(mb_param_shape(bb, "fc.bias"), (Shape{101}));
   EXPECT_EQ(mb_top(bb), (std::vector<std::string>{"conv", "blocks", "avg_pool", "flatten", "fc"}));
-  EXPECT_EQ(mb_type(bb, "conv.bn"), "torch::nn::BatchNorm2dImpl");
+  // featlearn's BatchNorm2d: LibTorch's plus SyncBN (model/batch_norm.h), same parameters and buffers.
+  EXPECT_EQ(mb_type(bb, "conv.bn"), "featlearn::BatchNorm2dImpl");
   EXPECT_EQ(mb_param_shape(mb_build("{name: MobileNetV1_x0_75}"), "blocks.12.pointwise_conv.conv.weight"),
             (Shape{768, 768, 1, 1}));
   // KaimingNormal for fc (std sqrt(2 / 1024) = 0.0442; Paddle's Linear default, Xavier, would give 0.0314).
