@@ -2,6 +2,7 @@
 #include <CLI/CLI.hpp>
 
 #include <featlearn/common/error.h>
+#include <featlearn/dist/launch.h>
 #include <featlearn/engine/commands.h>
 #include <featlearn/index/commands.h>
 #include <featlearn/serve/server.h>
@@ -10,6 +11,8 @@
 
 int main(int argc, char** argv) {
   featlearn::ensure_blas_coretype(argv);
+  featlearn::LaunchArgs la;
+  la.command = featlearn::take_launch_command(argc, argv);  // `launch ... -- <worker command>`
   CLI::App app{"featlearn: feature (embedding) learning for image retrieval (PaddleClas RecModel configs)"};
   app.require_subcommand(1);
 
@@ -107,6 +110,19 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   serve->add_option("--timeout-s", sv.opt.timeout_s, "socket read/write timeout")->capture_default_str();
 
+  // featlearn launch (docs/distributed.md, "Launching")
+  auto* launch = app.add_subcommand("launch", "Start local distributed-training workers: launch [options] -- train -c CFG");
+  launch->add_option("--nproc-per-node", la.nproc_per_node, "workers started here (K)")->required();
+  launch->add_option("--nnodes", la.nnodes, "launch invocations (machines) in the run (N)")->capture_default_str();
+  launch->add_option("--node-rank", la.node_rank, "this invocation's index, 0..N-1")->capture_default_str();
+  launch->add_option("--master-addr", la.master_addr, "host of rank 0 (MASTER_ADDR)")->capture_default_str();
+  launch->add_option("--master-port", la.master_port, "rendezvous port (MASTER_PORT)")->capture_default_str();
+  launch->add_option("--max-restarts", la.max_restarts, "restarts from the latest checkpoint after a failure")
+      ->capture_default_str();
+  launch->add_option("--stop-grace-s", la.stop_grace_s, "seconds between SIGTERM/SIGINT and SIGKILL when stopping")
+      ->capture_default_str();
+  launch->allow_extras();
+
   CLI11_PARSE(app, argc, argv);
   try {
     featlearn::init_runtime();
@@ -124,6 +140,7 @@ int main(int argc, char** argv) {
     if (*ieval) return featlearn::cmd_index_eval(ie);
     if (*iinfo) return featlearn::cmd_index_info(info_dir);
     if (*serve) return featlearn::cmd_serve(sv);
+    if (*launch) return la.unexpected = launch->remaining(), featlearn::cmd_launch(la);
   } catch (const featlearn::Error& e) {
     std::cerr << "error: " << e.what() << "\n";
     return 2;

@@ -1,17 +1,15 @@
+#include <featlearn/dist/launch.h>
 #include <featlearn/engine/commands.h>
 #include <torch/utils.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <cstdlib>
-#include <thread>
 
 namespace featlearn {
 
-void init_runtime() {
-  const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
-  torch::set_num_threads(static_cast<int>(cores));
-}
+// OMP_NUM_THREADS when set, else the cores shared among the LOCAL_WORLD_SIZE workers of a distributed run
+// (docs/distributed.md, "Launching").
+void init_runtime() { torch::set_num_threads(threads_per_process()); }
 
 // Debian 12's OpenBLAS (0.3.21) does not recognise recent Xeons (e.g. Sapphire Rapids) and falls back to its
 // generic "Prescott" kernels: matrix products run ~4x slower. The core type can only be chosen through the

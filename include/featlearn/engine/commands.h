@@ -37,7 +37,8 @@ int cmd_bench_data(const ConfigArgs& args, int64_t iters, int workers);
 // Download (npm pack) and build the Emoji-4vendor ReID benchmark.
 int cmd_prepare_emoji(const std::string& out_dir, const std::string& cache_dir);
 
-// Sets LibTorch's intra-op thread count to the machine's cores (LibTorch defaults to 1 here).
+// Sets LibTorch's intra-op thread count (LibTorch defaults to 1 here): threads_per_process() of
+// <featlearn/dist/launch.h> (OMP_NUM_THREADS, else the cores / LOCAL_WORLD_SIZE).
 void init_runtime();
 // Call first in main(): re-executes the program once with OPENBLAS_CORETYPE set for this CPU when the user has
 // not set it (Debian's OpenBLAS otherwise uses its slowest kernels on recent Xeons).
