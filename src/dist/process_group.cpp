@@ -53,9 +53,21 @@ DistEnv DistEnv::from_environment() {
 }
 
 #ifdef FEATLEARN_HAVE_GLOO
+// The concrete groups: LibTorch 1.13 derives them from c10d::ProcessGroup, 2.x from c10d::Backend; both have
+// the same collectives, called through `call`.
 struct ProcessGroup::Impl {
   c10::intrusive_ptr<c10d::Store> store;
-  c10::intrusive_ptr<c10d::ProcessGroup> pg;
+  c10::intrusive_ptr<c10d::ProcessGroupGloo> gloo;
+#ifdef FEATLEARN_HAVE_NCCL
+  c10::intrusive_ptr<c10d::ProcessGroupNCCL> nccl;
+#endif
+  template <typename F>
+  auto call(F&& f) {
+#ifdef FEATLEARN_HAVE_NCCL
+    if (nccl) return f(*nccl);
+#endif
+    return f(*gloo);
+  }
 };
 #else
 struct ProcessGroup::Impl {};
@@ -87,7 +99,7 @@ ProcessGroup::ProcessGroup(const DistEnv& env, std::chrono::milliseconds timeout
 #ifdef FEATLEARN_HAVE_NCCL
     auto opts = c10d::ProcessGroupNCCL::Options::create();
     opts->timeout = timeout;
-    impl_->pg = c10::make_intrusive<c10d::ProcessGroupNCCL>(impl_->store, env.rank, env.world_size, opts);
+    impl_->nccl = c10::make_intrusive<c10d::ProcessGroupNCCL>(impl_->store, env.rank, env.world_size, opts);
     backend_ = "nccl";
 #else
     throw Error("Global.device: gpu with several processes needs NCCL, which this LibTorch build does not have "
@@ -103,7 +115,7 @@ ProcessGroup::ProcessGroup(const DistEnv& env, std::chrono::milliseconds timeout
     else
       opts->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
     try {
-      impl_->pg = c10::make_intrusive<c10d::ProcessGroupGloo>(impl_->store, env.rank, env.world_size, opts);
+      impl_->gloo = c10::make_intrusive<c10d::ProcessGroupGloo>(impl_->store, env.rank, env.world_size, opts);
     } catch (const std::exception& e) {
       std::string msg = e.what();
       throw Error(fmt::format("{}: the Gloo group could not connect: {}", where, msg.substr(0, msg.find('\n'))));
@@ -137,7 +149,7 @@ void run_collective(const char* what, int rank, std::chrono::milliseconds timeou
 void ProcessGroup::all_reduce_sum(std::vector<torch::Tensor>& tensors) {
 #ifdef FEATLEARN_HAVE_GLOO
   if (tensors.empty()) return;
-  run_collective("all-reduce", env_.rank, timeout_, [&] { return impl_->pg->allreduce(tensors); });
+  run_collective("all-reduce", env_.rank, timeout_, [&] { return impl_->call([&](auto& g) { return g.allreduce(tensors); }); });
 #else
   (void)tensors;
 #endif
@@ -148,7 +160,7 @@ void ProcessGroup::broadcast(std::vector<torch::Tensor>& tensors, int root) {
   if (tensors.empty()) return;
   c10d::BroadcastOptions o;
   o.rootRank = root;
-  run_collective("broadcast", env_.rank, timeout_, [&] { return impl_->pg->broadcast(tensors, o); });
+  run_collective("broadcast", env_.rank, timeout_, [&] { return impl_->call([&](auto& g) { return g.broadcast(tensors, o); }); });
 #else
   (void)tensors, (void)root;
 #endif
@@ -160,7 +172,7 @@ torch::Tensor ProcessGroup::all_gather_rows(const torch::Tensor& local) {
   std::vector<torch::Tensor> n{torch::tensor({local.size(0)}, torch::kInt64).to(local.device())};
   std::vector<std::vector<torch::Tensor>> counts(1);
   for (int r = 0; r < env_.world_size; ++r) counts[0].push_back(torch::zeros_like(n[0]));
-  run_collective("all-gather", env_.rank, timeout_, [&] { return impl_->pg->allgather(counts, n); });
+  run_collective("all-gather", env_.rank, timeout_, [&] { return impl_->call([&](auto& g) { return g.allgather(counts, n); }); });
   int64_t most = 0;
   std::vector<int64_t> rows;
   for (const auto& c : counts[0]) rows.push_back(c.cpu().item<int64_t>()), most = std::max(most, rows.back());
@@ -170,7 +182,7 @@ torch::Tensor ProcessGroup::all_gather_rows(const torch::Tensor& local) {
   if (local.size(0) > 0) mine[0].narrow(0, 0, local.size(0)).copy_(local);
   std::vector<std::vector<torch::Tensor>> all(1);
   for (int r = 0; r < env_.world_size; ++r) all[0].push_back(torch::empty(shape, local.options()));
-  run_collective("all-gather", env_.rank, timeout_, [&] { return impl_->pg->allgather(all, mine); });
+  run_collective("all-gather", env_.rank, timeout_, [&] { return impl_->call([&](auto& g) { return g.allgather(all, mine); }); });
   std::vector<torch::Tensor> parts;
   for (int r = 0; r < env_.world_size; ++r) parts.push_back(all[0][static_cast<size_t>(r)].narrow(0, 0, rows[static_cast<size_t>(r)]));
   return torch::cat(parts);

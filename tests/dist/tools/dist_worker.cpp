@@ -4,10 +4,13 @@
 //   dist_worker grads      averaged gradients of a conv + SyncBN + linear model on half a batch each equal the
 //                          1-process gradients (plain BatchNorm) of the whole batch; running statistics too
 //   dist_worker collectives  broadcast_module, all_gather_rows with unequal row counts, all_reduce_sum
+//   dist_worker nccl       (GPU machine, scripts/device_check.sh; also with WORLD_SIZE=1) an NCCL group and one
+//                          training step on CUDA with its gradients averaged through it
 #include <featlearn/common/error.h>
 #include <featlearn/dist/process_group.h>
 #include <featlearn/model/batch_norm.h>
 #include <fmt/format.h>
+#include <torch/cuda.h>
 #include <torch/torch.h>
 
 #include <chrono>
@@ -106,6 +109,32 @@ int collectives(ProcessGroup& pg) {
   return 0;
 }
 
+// One SGD step of Net on cuda:LOCAL_RANK with gradients averaged over an NCCL group.
+int nccl(const DistEnv& env) {
+  if (!torch::cuda::is_available()) return fail("nccl: no CUDA device");
+  ProcessGroup pg(env, std::chrono::seconds(60), /*cuda=*/true);
+  const torch::Device dev(torch::kCUDA, static_cast<c10::DeviceIndex>(env.local_rank));
+  torch::manual_seed(5);
+  Net net;
+  net->to(dev);
+  broadcast_module(pg, *net);
+  torch::optim::SGD opt(net->parameters(), torch::optim::SGDOptions(0.1));
+  const auto x = torch::randn({4, 3, 8, 8}, dev);
+  const auto y = torch::randint(0, 5, {4}, torch::TensorOptions().dtype(torch::kInt64).device(dev));
+  auto loss = torch::nn::functional::cross_entropy(net->forward(x), y);
+  loss.backward();
+  std::vector<torch::Tensor> params;
+  for (const auto& p : net->parameters()) params.push_back(p);
+  const auto before = net->fc->weight.grad().clone();
+  average_gradients(pg, params);
+  if (pg.world_size() == 1 && max_diff(before, net->fc->weight.grad()) != 0.0) return fail("nccl: 1-process average");
+  opt.step();
+  auto rows = pg.all_gather_rows(torch::ones({2, 3}, dev));
+  if (rows.size(0) != 2 * pg.world_size()) return fail("nccl: all_gather_rows");
+  fmt::print("OK nccl: backend {}, {} process(es), loss {:.4f}\n", pg.backend(), pg.world_size(), loss.item<double>());
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -113,6 +142,7 @@ int main(int argc, char** argv) {
   try {
     torch::set_num_threads(1);
     const auto env = DistEnv::from_environment();
+    if (what == "nccl") return nccl(env);
     DistributedRun run(env, std::chrono::seconds(60), /*cuda=*/false);
     if (!run.group()) return fail("not a multi-process environment");
     if (what == "grads") return grads(*run.group());
