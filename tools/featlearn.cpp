@@ -111,7 +111,7 @@ int main(int argc, char** argv) {
   serve->add_option("--timeout-s", sv.opt.timeout_s, "socket read/write timeout")->capture_default_str();
 
   // featlearn launch (docs/distributed.md, "Launching")
-  auto* launch = app.add_subcommand("launch", "Start local distributed-training workers: launch [options] -- train -c CFG");
+  auto* launch = app.add_subcommand("launch", "Start distributed-training workers here: launch [options] -- train -c CFG");
   launch->add_option("--nproc-per-node", la.nproc_per_node, "workers started here (K)")->required();
   launch->add_option("--nnodes", la.nnodes, "launch invocations (machines) in the run (N)")->capture_default_str();
   launch->add_option("--node-rank", la.node_rank, "this invocation's index, 0..N-1")->capture_default_str();

@@ -53,7 +53,8 @@ constexpr int kHandled[] = {SIGINT, SIGTERM, SIGCHLD};
 class SignalScope {
  public:
   SignalScope() {
-    if (pipe2(fds_, O_CLOEXEC | O_NONBLOCK) != 0) throw Error(fmt::format("featlearn launch: pipe: {}", strerror(errno)));
+    if (pipe2(fds_, O_CLOEXEC | O_NONBLOCK) != 0)
+      throw Error(fmt::format("featlearn launch: pipe: {}", strerror(errno)));
     g_signal_pipe_write = fds_[1];
     struct sigaction sa {};
     sa.sa_handler = on_launcher_signal;

@@ -4,6 +4,7 @@
 #include <featlearn/common/error.h>
 #include <featlearn/dist/launch.h>
 
+#include "../error_of.h"
 #include "process_util.h"
 #include <gtest/gtest.h>
 #include <opencv2/imgcodecs.hpp>
@@ -26,6 +27,7 @@
 namespace fs = std::filesystem;
 using namespace featlearn;
 using Clock = std::chrono::steady_clock;
+using featlearn::test::error_of;
 
 namespace {
 
@@ -45,15 +47,6 @@ struct Scratch {
   }
   fs::path path;
 };
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "<no error>";
-}
 
 // 4 ids x 2 images of 16 x 16 and a training config over them (ResNet18, batches of 8, no evaluation).
 fs::path make_config(const fs::path& dir, int epochs, const std::string& list_name = "list.txt") {
@@ -237,6 +230,8 @@ std::map<int, pid_t> wait_for_workers(pid_t launcher, size_t n, std::chrono::sec
   return {};
 }
 
+std::string port() { return std::to_string(featlearn::test::free_port()); }
+
 bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
 
 LaunchArgs args_for(std::vector<std::string> command) {
@@ -358,7 +353,7 @@ TEST(Launch, RelaysWholeLinesWithRankPrefixes) {
   const auto expected = lines(plain.out());
   ASSERT_GT(expected.size(), 10u);
 
-  Program p({"launch", "--nproc-per-node", "2", "--master-port", std::to_string(featlearn::test::free_port()), "--", "describe", "-c",
+  Program p({"launch", "--nproc-per-node", "2", "--master-port", port(), "--", "describe", "-c",
              cfg.string()});
   ASSERT_EQ(exit_code(p.wait(std::chrono::seconds(60))), 0) << p.err();
   std::vector<std::string> rank0, rank1;
@@ -378,7 +373,7 @@ TEST(Launch, FailingWorkerIsNamedWithItsError) {
   const fs::path& dir = scratch.path;
   const fs::path cfg = make_config(dir, 1, "missing_list.txt");
   const auto t0 = Clock::now();
-  Program p({"launch", "--nproc-per-node", "2", "--master-port", std::to_string(featlearn::test::free_port()), "--", "train", "-c",
+  Program p({"launch", "--nproc-per-node", "2", "--master-port", port(), "--", "train", "-c",
              cfg.string()});
   const int st = p.wait(std::chrono::seconds(90));
   EXPECT_LT(Clock::now() - t0, std::chrono::seconds(60));
@@ -396,7 +391,7 @@ TEST(Launch, RestartsAreCountedAndEndWithTheLastFailure) {
   const Scratch scratch("restarts");
   const fs::path& dir = scratch.path;
   const fs::path cfg = make_config(dir, 1, "missing_list.txt");
-  Program p({"launch", "--nproc-per-node", "1", "--max-restarts", "2", "--master-port", std::to_string(featlearn::test::free_port()),
+  Program p({"launch", "--nproc-per-node", "1", "--max-restarts", "2", "--master-port", port(),
              "--", "train", "-c", cfg.string()});
   EXPECT_EQ(exit_code(p.wait(std::chrono::seconds(120))), 2) << p.err();
   const std::string err = p.err();
@@ -413,8 +408,8 @@ TEST(Launch, KilledWorkerStopsTheOthers) {
   const Scratch scratch("kill");
   const fs::path& dir = scratch.path;
   const fs::path cfg = make_config(dir, 1000);
-  const int port = featlearn::test::free_port();
-  Program p({"launch", "--nproc-per-node", "2", "--master-port", std::to_string(port), "--", "train", "-c",
+  const std::string master_port = port();
+  Program p({"launch", "--nproc-per-node", "2", "--master-port", master_port, "--", "train", "-c",
              cfg.string()});
   const auto workers = wait_for_workers(p.pid(), 2, std::chrono::seconds(60));
   ASSERT_EQ(workers.size(), 2u) << p.err();
@@ -424,7 +419,7 @@ TEST(Launch, KilledWorkerStopsTheOthers) {
     EXPECT_EQ(env.at("WORLD_SIZE"), "2");
     EXPECT_EQ(env.at("LOCAL_WORLD_SIZE"), "2");
     EXPECT_EQ(env.at("MASTER_ADDR"), "127.0.0.1");
-    EXPECT_EQ(env.at("MASTER_PORT"), std::to_string(port));
+    EXPECT_EQ(env.at("MASTER_PORT"), master_port);
     EXPECT_EQ(env.at("OMP_NUM_THREADS"), std::to_string(threads_per_worker(2)));
     EXPECT_EQ(env.count("FEATLEARN_RESUME_LATEST"), 0u);
     EXPECT_NE(getpgid(pid), getpgid(p.pid()));  // a terminal's Ctrl-C reaches only the launcher
@@ -444,7 +439,7 @@ TEST(Launch, RestartedWorkersGetResumeLatestAndSigtermIsForwarded) {
   const Scratch scratch("restart_env");
   const fs::path& dir = scratch.path;
   const fs::path cfg = make_config(dir, 1000);
-  Program p({"launch", "--nproc-per-node", "1", "--max-restarts", "1", "--master-port", std::to_string(featlearn::test::free_port()),
+  Program p({"launch", "--nproc-per-node", "1", "--max-restarts", "1", "--master-port", port(),
              "--", "train", "-c", cfg.string()},
             {{"OMP_NUM_THREADS", "1"}});
   auto first = wait_for_workers(p.pid(), 1, std::chrono::seconds(60));
@@ -487,11 +482,11 @@ TEST(Launch, TwoNodesOnOneMachine) {
     for (const auto& l : out) EXPECT_EQ(l.rfind("[rank 1] ", 0), 0u) << l;
     EXPECT_TRUE(contains(node1.err(), "featlearn launch: 1 worker (rank 1 of WORLD_SIZE 2)")) << node1.err();
   }
-  const std::string port = std::to_string(featlearn::test::free_port());
-  Program node0({"launch", "--nnodes", "2", "--node-rank", "0", "--nproc-per-node", "1", "--master-port", port, "--",
-                 "train", "-c", cfg.string()});
-  Program node1({"launch", "--nnodes", "2", "--node-rank", "1", "--nproc-per-node", "1", "--master-port", port, "--",
-                 "train", "-c", cfg.string()});
+  const std::string master_port = port();
+  Program node0({"launch", "--nnodes", "2", "--node-rank", "0", "--nproc-per-node", "1", "--master-port", master_port,
+                 "--", "train", "-c", cfg.string()});
+  Program node1({"launch", "--nnodes", "2", "--node-rank", "1", "--nproc-per-node", "1", "--master-port", master_port,
+                 "--", "train", "-c", cfg.string()});
   const auto w0 = wait_for_workers(node0.pid(), 1, std::chrono::seconds(60));
   const auto w1 = wait_for_workers(node1.pid(), 1, std::chrono::seconds(60));
   ASSERT_EQ(w0.size(), 1u) << node0.err();
@@ -503,7 +498,7 @@ TEST(Launch, TwoNodesOnOneMachine) {
     EXPECT_EQ(env.at("WORLD_SIZE"), "2");
     EXPECT_EQ(env.at("LOCAL_RANK"), "0");
     EXPECT_EQ(env.at("LOCAL_WORLD_SIZE"), "1");
-    EXPECT_EQ(env.at("MASTER_PORT"), port);
+    EXPECT_EQ(env.at("MASTER_PORT"), master_port);
   }
   // The two ranks train together: rank 0 reports a 2-process run and its first step.
   const auto end = Clock::now() + std::chrono::seconds(60);
@@ -527,7 +522,7 @@ TEST(Launch, KilledRunRestartsFromTheLatestCheckpointAndFinishes) {
   const fs::path& dir = scratch.path;
   const fs::path cfg = make_config(dir, 5);
   Program p({"launch", "--nproc-per-node", "2", "--max-restarts", "1", "--master-port",
-             std::to_string(featlearn::test::free_port()), "--", "train", "-c", cfg.string()});
+             port(), "--", "train", "-c", cfg.string()});
   const auto workers = wait_for_workers(p.pid(), 2, std::chrono::seconds(60));
   ASSERT_EQ(workers.size(), 2u) << p.err();
   const auto end = Clock::now() + std::chrono::seconds(120);
