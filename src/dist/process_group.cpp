@@ -118,7 +118,9 @@ ProcessGroup::ProcessGroup(const DistEnv& env, std::chrono::milliseconds timeout
       impl_->gloo = c10::make_intrusive<c10d::ProcessGroupGloo>(impl_->store, env.rank, env.world_size, opts);
     } catch (const std::exception& e) {
       std::string msg = e.what();
-      throw Error(fmt::format("{}: the Gloo group could not connect: {}", where, msg.substr(0, msg.find('\n'))));
+      throw Error(fmt::format("{}: the Gloo group could not connect within {} s (Global.dist_timeout; is every rank "
+                              "started?): {}",
+                              where, timeout.count() / 1000, msg.substr(0, msg.find('\n'))));
     }
     backend_ = "gloo";
   }

@@ -6,8 +6,11 @@
 #include <nlohmann/json.hpp>
 #include <opencv2/imgcodecs.hpp>
 
+#include <chrono>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 namespace fs = std::filesystem;
 using namespace featlearn::test;
@@ -137,4 +140,51 @@ TEST(DistributedTraining, ResumesWithAnotherWorldSize) {
   }
   EXPECT_EQ(records(metrics, "eval").size(), 3u);
   EXPECT_EQ(records(metrics, "allreduce").size(), 2u);
+}
+
+// A rank that never comes (rank 1 of 2 not started): rank 0 fails at the rendezvous after Global.dist_timeout
+// with an error naming MASTER_ADDR:MASTER_PORT and the key, instead of waiting forever.
+TEST(DistributedTraining, MissingRankFailsAfterTheTimeout) {
+  const auto dir = scratch("missing");
+  const auto cfg = make_run(dir);
+  const int port = free_port();
+  const auto start = std::chrono::steady_clock::now();
+  const pid_t pid = spawn({kExe, "train", "-c", cfg.string(), "-o", "Global.dist_timeout=3"}, rank_env(0, 2, port),
+                          (dir / "log").string());
+  const int rc = wait_for(pid, 60);
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const auto log = read_text((dir / "log").string());
+  EXPECT_EQ(rc, 2) << log;
+  EXPECT_LT(secs, 30) << log;
+  EXPECT_NE(log.find("rendezvous at 127.0.0.1:" + std::to_string(port)), std::string::npos) << log;
+  EXPECT_NE(log.find("Global.dist_timeout"), std::string::npos) << log;
+  EXPECT_FALSE(fs::exists(dir / "out" / "RecModel" / "latest.ckpt"));
+}
+
+// A rank that hangs mid-training (stopped with SIGSTOP): the other fails in a collective within
+// Global.dist_timeout with an error naming it.
+TEST(DistributedTraining, HungRankFailsTheOthersWithinTheTimeout) {
+  const auto dir = scratch("hung");
+  const auto cfg = make_run(dir);
+  const int port = free_port();
+  std::vector<pid_t> pids;
+  for (int r = 0; r < 2; ++r)
+    pids.push_back(spawn({kExe, "train", "-c", cfg.string(), "-o", "Global.dist_timeout=5", "-o", "Global.epochs=400"},
+                         rank_env(r, 2, port), (dir / ("log." + std::to_string(r))).string()));
+  // Training has started once rank 0 appended its run_start record.
+  const auto metrics = dir / "out" / "metrics.jsonl";
+  for (int i = 0; i < 1200 && !fs::exists(metrics); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  ASSERT_TRUE(fs::exists(metrics)) << read_text((dir / "log.0").string());
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  kill(pids[1], SIGSTOP);
+  const auto start = std::chrono::steady_clock::now();
+  const int rc = wait_for(pids[0], 60);
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  kill(pids[1], SIGKILL);
+  waitpid(pids[1], nullptr, 0);
+  const auto log = read_text((dir / "log.0").string());
+  EXPECT_EQ(rc, 2) << log;
+  EXPECT_LT(secs, 40) << log;
+  EXPECT_NE(log.find("across the processes failed"), std::string::npos) << log;
+  EXPECT_NE(log.find("Global.dist_timeout = 5 s"), std::string::npos) << log;
 }
