@@ -226,7 +226,7 @@ Trainer::Trainer(Config config, Mode mode) : s_(std::make_unique<State>(std::mov
   if (auto* distill = dynamic_cast<DistillationModelImpl*>(s.model.get()))
     for (const auto& [name, prefix] : distill->pretrained()) {
       load_checkpoint(prefix, *distill->model(name), nullptr, nullptr);
-      fmt::print("Loaded {} weights from {}\n", name, checkpoint_path(prefix));
+      if (s.writer()) fmt::print("Loaded {} weights from {}\n", name, checkpoint_path(prefix));
     }
 
   // The metric set (validated up front, also in training mode, so a typo fails before hours of training).
@@ -336,13 +336,14 @@ Trainer::Trainer(Config config, Mode mode) : s_(std::make_unique<State>(std::mov
     s.best.epoch = loaded.meta.best_epoch;
     s.best.name = loaded.meta.metric_name;
     if (loaded.meta.eval_pending && g.eval_during_train) s.pending_eval_epoch = loaded.meta.epoch;
-    fmt::print("Resumed from {} (epoch {} done, iteration {})\n", checkpoint_path(*g.checkpoints),
+    if (s.writer())
+      fmt::print("Resumed from {} (epoch {} done, iteration {})\n", checkpoint_path(*g.checkpoints),
                loaded.meta.epoch, s.optimizer->iteration());
   } else if (g.pretrained_model) {
     load_checkpoint(*g.pretrained_model, *s.model, nullptr, nullptr);
-    fmt::print("Loaded weights from {}\n", checkpoint_path(*g.pretrained_model));
+    if (s.writer()) fmt::print("Loaded weights from {}\n", checkpoint_path(*g.pretrained_model));
   } else if (mode == Mode::kEval) {
-    fmt::print("warning: Global.pretrained_model is not set: evaluating a randomly initialized model\n");
+    if (s.writer()) fmt::print("warning: Global.pretrained_model is not set: evaluating a randomly initialized model\n");
   }
   if (s.pg) {
     // All replicas start identical: rank 0's parameters and buffers (also after a resume).
