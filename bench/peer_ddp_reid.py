@@ -156,7 +156,7 @@ def worker(rank, world, port):
             "ddp_backward_comm_ms": round(ns("avg_backward_comm_time"), 2),
             "ddp_comm_overlap_ms": round(ns("avg_backward_compute_comm_overlap_time"), 2),
             "ddp_comm_exposed_ms": round(ns("avg_backward_comm_time") - ns("avg_backward_compute_comm_overlap_time"), 2),
-            "ddp_bucket_cap_mb": ddp.get("bucket_cap_bytes", 0) / 2**20, "ddp_buckets": ddp.get("bucket_sizes", ""),
+            "ddp_bucket_cap_mb": ddp.get("bucket_cap_bytes", 0) / 2**20,
         }), flush=True)
     dist.destroy_process_group()
 
