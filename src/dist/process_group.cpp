@@ -15,6 +15,7 @@
 
 #include <cstdlib>
 #include <map>
+#include <mutex>
 
 namespace featlearn {
 
@@ -157,6 +158,44 @@ void ProcessGroup::all_reduce_sum(std::vector<torch::Tensor>& tensors) {
 #endif
 }
 
+#ifdef FEATLEARN_HAVE_GLOO
+namespace {
+template <typename W>
+class PendingWork : public ProcessGroup::Pending {
+ public:
+  PendingWork(W work, int rank, std::chrono::milliseconds timeout) : work_(std::move(work)), rank_(rank), timeout_(timeout) {}
+  void wait() override {
+    if (!work_) return;
+    auto w = std::move(work_);
+    run_collective("all-reduce", rank_, timeout_, [&] { return w; });
+  }
+
+ private:
+  W work_;
+  int rank_;
+  std::chrono::milliseconds timeout_;
+};
+}  // namespace
+#endif
+
+std::unique_ptr<ProcessGroup::Pending> ProcessGroup::all_reduce_sum_async(std::vector<torch::Tensor>& tensors) {
+#ifdef FEATLEARN_HAVE_GLOO
+  try {
+    auto work = impl_->call([&](auto& g) { return g.allreduce(tensors); });
+    return std::make_unique<PendingWork<decltype(work)>>(std::move(work), env_.rank, timeout_);
+  } catch (const std::exception& e) {
+    std::string msg = e.what();
+    throw Error(fmt::format("rank {}: starting an all-reduce failed: {}", env_.rank, msg.substr(0, msg.find('\n'))));
+  }
+#else
+  (void)tensors;
+  struct Done : Pending {
+    void wait() override {}
+  };
+  return std::make_unique<Done>();
+#endif
+}
+
 void ProcessGroup::broadcast(std::vector<torch::Tensor>& tensors, int root) {
 #ifdef FEATLEARN_HAVE_GLOO
   if (tensors.empty()) return;
@@ -259,6 +298,116 @@ void average_gradients(ProcessGroup& pg, const std::vector<torch::Tensor>& param
     if (bytes[key] >= bucket_bytes) flush(open[key]), bytes[key] = 0;
   }
   for (auto& kv : open) flush(kv.second);
+}
+
+struct GradientReducer::Impl {
+  ProcessGroup* pg = nullptr;
+  struct Bucket {
+    std::vector<size_t> members;  // indices into params
+    std::vector<int64_t> offsets;
+    torch::Tensor flat;
+    std::vector<char> ready;
+    size_t n_ready = 0;
+    std::unique_ptr<ProcessGroup::Pending> work;
+  };
+  std::vector<torch::Tensor> params;
+  std::vector<std::pair<size_t, size_t>> where;  // param -> (bucket, slot)
+  std::vector<Bucket> buckets;
+  size_t next_to_start = 0;  // buckets start in index order on every rank
+  std::mutex mu;
+
+  void start_ready() {
+    while (next_to_start < buckets.size() && buckets[next_to_start].n_ready == buckets[next_to_start].members.size()) {
+      auto& b = buckets[next_to_start++];
+      std::vector<torch::Tensor> t{b.flat};
+      b.work = pg->all_reduce_sum_async(t);
+    }
+  }
+  void on_grad(size_t i, const torch::Tensor& g) {
+    std::lock_guard<std::mutex> lock(mu);
+    auto [bi, slot] = where[i];
+    auto& b = buckets[bi];
+    if (b.ready[slot]) return;  // a second gradient for the same parameter in one backward: finish() recopies
+    torch::NoGradGuard no_grad;
+    b.flat.narrow(0, b.offsets[slot], g.numel()).copy_(g.reshape({-1}));
+    b.ready[slot] = 1;
+    ++b.n_ready;
+    start_ready();
+  }
+};
+
+GradientReducer::GradientReducer(ProcessGroup& pg, std::vector<torch::Tensor> params, int64_t bucket_bytes)
+    : impl_(std::make_shared<Impl>()) {
+  auto& m = *impl_;
+  m.pg = &pg;
+  for (auto& p : params)
+    if (p.requires_grad()) m.params.push_back(p);
+  m.where.resize(m.params.size());
+  // Reverse order: the last layers' gradients come first in backward. One dtype/device per bucket.
+  int64_t bytes = 0;
+  for (size_t k = m.params.size(); k-- > 0;) {
+    const auto& p = m.params[k];
+    const bool fresh = m.buckets.empty() || bytes >= bucket_bytes ||
+                       m.params[m.buckets.back().members.back()].scalar_type() != p.scalar_type() ||
+                       m.params[m.buckets.back().members.back()].device() != p.device();
+    if (fresh) m.buckets.emplace_back(), bytes = 0;
+    auto& b = m.buckets.back();
+    b.offsets.push_back(b.offsets.empty() ? 0 : b.offsets.back() + m.params[b.members.back()].numel());
+    b.members.push_back(k);
+    m.where[k] = {m.buckets.size() - 1, b.members.size() - 1};
+    bytes += p.numel() * static_cast<int64_t>(p.element_size());
+  }
+  for (auto& b : m.buckets) {
+    const auto& last = m.params[b.members.back()];
+    b.flat = torch::zeros({b.offsets.back() + last.numel()}, last.options().requires_grad(false));
+    b.ready.assign(b.members.size(), 0);
+  }
+  std::weak_ptr<Impl> weak = impl_;
+  for (size_t k = 0; k < m.params.size(); ++k)
+    m.params[k].register_hook([weak, k](torch::Tensor g) {
+      if (auto impl = weak.lock()) impl->on_grad(k, g);
+      return g;
+    });
+}
+
+GradientReducer::~GradientReducer() = default;
+
+double GradientReducer::finish() {
+  auto& m = *impl_;
+  const auto t0 = std::chrono::steady_clock::now();
+  {
+    std::lock_guard<std::mutex> lock(m.mu);
+    // Parameters that got no gradient (or whose hook saw a partial one) take part with .grad or zeros.
+    torch::NoGradGuard no_grad;
+    for (auto& b : m.buckets)
+      for (size_t s = 0; s < b.members.size(); ++s) {
+        const auto& p = m.params[b.members[s]];
+        if (!b.ready[s]) {
+          auto dst = b.flat.narrow(0, b.offsets[s], p.numel());
+          if (p.grad().defined()) dst.copy_(p.grad().reshape({-1}));
+          else dst.zero_();
+          b.ready[s] = 1;
+          ++b.n_ready;
+        }
+      }
+    m.start_ready();
+  }
+  torch::NoGradGuard no_grad;
+  for (auto& b : m.buckets) {
+    b.work->wait();
+    b.work.reset();
+    b.flat.div_(m.pg->world_size());
+    for (size_t s = 0; s < b.members.size(); ++s) {
+      auto& p = m.params[b.members[s]];
+      auto avg = b.flat.narrow(0, b.offsets[s], p.numel()).view_as(p);
+      if (p.grad().defined()) p.mutable_grad().copy_(avg);
+      else p.mutable_grad() = avg.clone();
+    }
+    std::fill(b.ready.begin(), b.ready.end(), 0);
+    b.n_ready = 0;
+  }
+  m.next_to_start = 0;
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
 namespace {

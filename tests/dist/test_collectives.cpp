@@ -38,6 +38,7 @@ std::vector<std::string> run_pair(const std::string& scenario) {
 TEST(Collectives, AveragedGradientsWithSyncBnEqualOneProcessOfTheWholeBatch) {
   for (const auto& log : run_pair("grads")) {
     EXPECT_NE(log.find("OK gradients"), std::string::npos) << log;
+    EXPECT_NE(log.find("OK overlapped gradients"), std::string::npos) << log;
     EXPECT_NE(log.find("OK running statistics"), std::string::npos) << log;
   }
 }

@@ -40,6 +40,14 @@ class ProcessGroup {
 
   // In place, over all ranks.
   void all_reduce_sum(std::vector<torch::Tensor>& tensors);
+  // The same, started and not waited for: wait() on the result before reading the tensor. Collectives must be
+  // started in the same order on every rank.
+  class Pending {
+   public:
+    virtual ~Pending() = default;
+    virtual void wait() = 0;
+  };
+  std::unique_ptr<Pending> all_reduce_sum_async(std::vector<torch::Tensor>& tensors);
   void broadcast(std::vector<torch::Tensor>& tensors, int root = 0);
   // Rows of `local` ([n_r, ...], n_r may differ per rank) from every rank, concatenated in rank order.
   torch::Tensor all_gather_rows(const torch::Tensor& local);
@@ -75,6 +83,24 @@ void broadcast_module(ProcessGroup& pg, torch::nn::Module& module);
 // zeros, so every rank runs the same collectives.
 void average_gradients(ProcessGroup& pg, const std::vector<torch::Tensor>& params,
                        int64_t bucket_bytes = 25 << 20);
+
+// Gradient averaging overlapped with the backward pass, as DistributedDataParallel does (docs/distributed.md,
+// "What each step does"): the parameters are split into buckets of about `bucket_bytes` in reverse order (the
+// order backward produces their gradients); a hook on each parameter copies its gradient into its bucket, and a
+// full bucket's all-reduce starts while backward goes on. finish() after backward() starts the buckets not yet
+// complete (parameters without a gradient in this step count as zeros), waits for all of them and writes the
+// averaged gradients into .grad. Equal to average_gradients.
+class GradientReducer {
+ public:
+  GradientReducer(ProcessGroup& pg, std::vector<torch::Tensor> params, int64_t bucket_bytes = 25 << 20);
+  ~GradientReducer();
+  // After backward(): returns the seconds spent waiting for communication still running.
+  double finish();
+
+ private:
+  struct Impl;
+  std::shared_ptr<Impl> impl_;
+};
 
 // Sum over ranks that gradients flow through (its backward is again a sum over ranks): SyncBatchNorm's
 // batch statistics. Identity without a current group.
