@@ -86,8 +86,8 @@ print(f"throughput featlearn 2 proc / featlearn 1 proc: {two['ips']/one['ips']:.
       f"(end to end {two['ips_e2e']/one['ips_e2e']:.2f}x)")
 print(f"throughput featlearn 2 proc / PyTorch DDP 2 proc: {two['ips']/peer['ips']:.2f}x")
 print("train img/s: global images / seconds of the training epochs (featlearn: sum of its train_epoch seconds; "
-      "peer: train loop wall time on rank 0). all-reduce: featlearn = rank 0's wall time in the gradient "
-      "all-reduce after backward; peer = DDP's exposed communication (avg_backward_comm_time - "
+      "peer: train loop wall time on rank 0). all-reduce: featlearn = rank 0's time waiting for the gradient "
+      "all-reduce after backward (the part of it that did not overlap backward); peer = DDP's exposed communication (avg_backward_comm_time - "
       f"avg_backward_compute_comm_overlap_time) = {peer['ddp_comm_exposed_ms']:.2f} ms; DDP's whole communication "
       f"span, overlapped with backward, is {peer['ddp_backward_comm_ms']:.2f} ms/step "
       f"(backward compute {peer['ddp_backward_compute_ms']:.2f} ms/step). CPU s / wall s: /usr/bin/time of the "
