@@ -267,39 +267,6 @@ void broadcast_module(ProcessGroup& pg, torch::nn::Module& module) {
   }
 }
 
-void average_gradients(ProcessGroup& pg, const std::vector<torch::Tensor>& params, int64_t bucket_bytes) {
-  torch::NoGradGuard no_grad;
-  // Buckets of one dtype and device, in parameter order (the same on every rank).
-  std::map<std::pair<int, std::string>, std::vector<torch::Tensor>> open;
-  auto flush = [&](std::vector<torch::Tensor>& grads) {
-    if (grads.empty()) return;
-    std::vector<torch::Tensor> flat{torch::cat([&] {
-      std::vector<torch::Tensor> v;
-      for (auto& g : grads) v.push_back(g.reshape({-1}));
-      return v;
-    }())};
-    pg.all_reduce_sum(flat);
-    flat[0].div_(pg.world_size());
-    int64_t at = 0;
-    for (auto& g : grads) {
-      g.copy_(flat[0].narrow(0, at, g.numel()).view_as(g));
-      at += g.numel();
-    }
-    grads.clear();
-  };
-  std::map<std::pair<int, std::string>, int64_t> bytes;
-  for (const auto& p : params) {
-    if (!p.requires_grad()) continue;
-    auto& grad = p.mutable_grad();
-    if (!grad.defined()) grad = torch::zeros_like(p);
-    const auto key = std::make_pair(static_cast<int>(grad.scalar_type()), grad.device().str());
-    open[key].push_back(grad);
-    bytes[key] += grad.numel() * static_cast<int64_t>(grad.element_size());
-    if (bytes[key] >= bucket_bytes) flush(open[key]), bytes[key] = 0;
-  }
-  for (auto& kv : open) flush(kv.second);
-}
-
 struct GradientReducer::Impl {
   ProcessGroup* pg = nullptr;
   struct Bucket {

@@ -78,18 +78,12 @@ class DistributedRun {
 
 // Parameters and buffers of `module` set to rank 0's (at start and after a resume).
 void broadcast_module(ProcessGroup& pg, torch::nn::Module& module);
-// Every parameter's .grad replaced by its mean over the ranks, in flat buckets of about `bucket_bytes`
-// (one all-reduce per bucket per dtype/device). Parameters without a gradient on this step take part with
-// zeros, so every rank runs the same collectives.
-void average_gradients(ProcessGroup& pg, const std::vector<torch::Tensor>& params,
-                       int64_t bucket_bytes = 25 << 20);
-
 // Gradient averaging overlapped with the backward pass, as DistributedDataParallel does (docs/distributed.md,
 // "What each step does"): the parameters are split into buckets of about `bucket_bytes` in reverse order (the
 // order backward produces their gradients); a hook on each parameter copies its gradient into its bucket, and a
 // full bucket's all-reduce starts while backward goes on. finish() after backward() starts the buckets not yet
 // complete (parameters without a gradient in this step count as zeros), waits for all of them and writes the
-// averaged gradients into .grad. Equal to average_gradients.
+// averaged gradients into .grad.
 class GradientReducer {
  public:
   GradientReducer(ProcessGroup& pg, std::vector<torch::Tensor> params, int64_t bucket_bytes = 25 << 20);

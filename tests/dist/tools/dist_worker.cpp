@@ -65,13 +65,13 @@ int grads(ProcessGroup& pg) {
   // Reference: one process, the whole batch, plain BatchNorm.
   auto loss_ref = torch::nn::functional::cross_entropy(ref->forward(x), y);
   loss_ref.backward();
-  // Distributed: this rank's rows, SyncBN, gradients averaged.
+  // Distributed: this rank's rows, SyncBN, gradients averaged by GradientReducer (all-reduces overlapped with
+  // backward, several buckets).
+  GradientReducer reducer(pg, net->parameters(), /*bucket_bytes=*/512);
   auto mine = torch::indexing::Slice(r * per, (r + 1) * per);
   auto loss = torch::nn::functional::cross_entropy(net->forward(x.index({mine})), y.index({mine}));
   loss.backward();
-  std::vector<torch::Tensor> params;
-  for (const auto& p : net->parameters()) params.push_back(p);
-  average_gradients(pg, params, /*bucket_bytes=*/512);  // several buckets
+  reducer.finish();
   double worst = 0;
   for (const auto& p : ref->named_parameters()) {
     const double d = max_diff(p.value().grad(), net->named_parameters()[p.key()].grad());
@@ -86,15 +86,10 @@ int grads(ProcessGroup& pg) {
     if (d > 1e-5) return fail(fmt::format("buffer {}: max diff {}", b.key(), d));
   }
   fmt::print("OK running statistics: max diff {:.3g}\n", worst);
-  // The same step through GradientReducer (all-reduces overlapped with backward, several buckets).
-  for (auto& p : net->parameters()) p.mutable_grad() = torch::Tensor();
-  GradientReducer reducer(pg, params, /*bucket_bytes=*/512);
-  for (int step = 0; step < 2; ++step) {  // twice: the reducer is reused across steps
-    for (auto& p : net->parameters())
-      if (p.grad().defined()) p.mutable_grad().zero_();
-    torch::nn::functional::cross_entropy(net->forward(x.index({mine})), y.index({mine})).backward();
-    reducer.finish();
-  }
+  // A second step through the same reducer (its buckets and hooks are reused across steps).
+  for (auto& p : net->parameters()) p.mutable_grad().zero_();
+  torch::nn::functional::cross_entropy(net->forward(x.index({mine})), y.index({mine})).backward();
+  reducer.finish();
   worst = 0;
   for (const auto& p : ref->named_parameters()) {
     const double d = max_diff(p.value().grad(), net->named_parameters()[p.key()].grad());
@@ -137,12 +132,11 @@ int nccl(const DistEnv& env) {
   torch::optim::SGD opt(net->parameters(), torch::optim::SGDOptions(0.1));
   const auto x = torch::randn({4, 3, 8, 8}, dev);
   const auto y = torch::randint(0, 5, {4}, torch::TensorOptions().dtype(torch::kInt64).device(dev));
+  GradientReducer reducer(pg, net->parameters());
   auto loss = torch::nn::functional::cross_entropy(net->forward(x), y);
   loss.backward();
-  std::vector<torch::Tensor> params;
-  for (const auto& p : net->parameters()) params.push_back(p);
   const auto before = net->fc->weight.grad().clone();
-  average_gradients(pg, params);
+  reducer.finish();
   if (pg.world_size() == 1 && max_diff(before, net->fc->weight.grad()) != 0.0) return fail("nccl: 1-process average");
   opt.step();
   auto rows = pg.all_gather_rows(torch::ones({2, 3}, dev));
