@@ -501,20 +501,27 @@ namespace {
 // A multi-process evaluation (docs/distributed.md, "Evaluation"): each rank computed `rows` for its shard
 // (dataset indices `idx`; a sampler that pads its shards repeats some); every rank gets all rows in dataset
 // order, each index once. Without a group, the rows as they are.
+// Rows [n, ...] of dataset indices `idx` put at their index in a [dataset_size, ...] tensor (zeros elsewhere);
+// `seen` ([dataset_size] bool) marks the indices present. A repeated index holds the same row.
+torch::Tensor place_by_index(const torch::Tensor& rows, const torch::Tensor& idx, int64_t dataset_size,
+                             torch::Tensor* seen) {
+  auto shape = rows.sizes().vec();
+  shape[0] = dataset_size;
+  auto ordered = torch::zeros(shape, rows.options());
+  ordered.index_copy_(0, idx, rows);
+  *seen = torch::zeros({dataset_size}, torch::kBool);
+  seen->index_fill_(0, idx, true);
+  return ordered;
+}
+
 std::vector<torch::Tensor> gather_in_dataset_order(ProcessGroup* pg, std::vector<torch::Tensor> rows,
                                                    const torch::Tensor& idx, int64_t dataset_size) {
   if (!pg) return rows;
   const auto all_idx = pg->all_gather_rows(idx.to(torch::kInt64).cpu());
-  auto seen = torch::zeros({dataset_size}, torch::kBool);
-  seen.index_fill_(0, all_idx, true);
-  const auto keep = seen.nonzero().flatten();
   for (auto& r : rows) {
-    const auto all = pg->all_gather_rows(r.contiguous()).cpu();
-    auto shape = all.sizes().vec();
-    shape[0] = dataset_size;
-    auto ordered = torch::zeros(shape, all.options());
-    ordered.index_copy_(0, all_idx, all);
-    r = ordered.index_select(0, keep);
+    torch::Tensor seen;
+    const auto ordered = place_by_index(pg->all_gather_rows(r.contiguous()).cpu(), all_idx, dataset_size, &seen);
+    r = ordered.index_select(0, seen.nonzero().flatten());
   }
   return rows;
 }
@@ -582,11 +589,9 @@ MetricValues evaluate_adaface(RecModelImpl& model, DataLoader& loader, torch::De
     rows = pg->all_gather_rows(rows);
     all_idx = pg->all_gather_rows(all_idx);
   }
-  torch::Tensor fused = torch::zeros({n, rows.size(1)}, torch::kFloat32);
-  fused.index_copy_(0, all_idx, rows);
-  auto seen_mask = torch::zeros({n}, torch::kBool);
-  seen_mask.index_fill_(0, all_idx, true);
-  if (!seen_mask.all().item<bool>())
+  torch::Tensor seen;
+  const torch::Tensor fused = place_by_index(rows, all_idx, n, &seen);
+  if (!seen.all().item<bool>())
     throw Error("DataLoader.Eval's sampler leaves out images of the FiveValidationDataset (drop_last?): every pair "
                 "must be evaluated");
   std::vector<int64_t> issame(static_cast<size_t>(n));
