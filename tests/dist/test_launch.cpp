@@ -378,11 +378,12 @@ TEST(Launch, FailingWorkerIsNamedWithItsError) {
   const int st = p.wait(std::chrono::seconds(90));
   EXPECT_LT(Clock::now() - t0, std::chrono::seconds(60));
   EXPECT_EQ(exit_code(st), 2) << p.err();
-  const std::regex report(R"(error: featlearn launch: rank [01] failed \(exit status 2\): error: .*missing_list\.txt)");
-  EXPECT_TRUE(std::regex_search(p.err(), report)) << p.err();
-  // One report, after the workers' own (relayed) error lines.
-  EXPECT_EQ(std::count(p.err().begin(), p.err().end(), '\n') > 1, true) << p.err();
+  // err() returns a copy: one copy for every check (iterators of two copies must not be mixed).
   const std::string err = p.err();
+  const std::regex report(R"(error: featlearn launch: rank [01] failed \(exit status 2\): error: .*missing_list\.txt)");
+  EXPECT_TRUE(std::regex_search(err, report)) << err;
+  // One report, after the workers' own (relayed) error lines.
+  EXPECT_EQ(std::count(err.begin(), err.end(), '\n') > 1, true) << err;
   EXPECT_EQ(err.find("error: featlearn launch:"), err.rfind("error: featlearn launch:")) << err;
   EXPECT_LT(err.find("missing_list.txt"), err.find("error: featlearn launch:")) << err;
 }
