@@ -8,7 +8,7 @@ PKGS=(build-essential cmake ninja-build pkg-config
       libtorch-dev libgloo-dev libopenblas0-openmp
       libopencv-dev libyaml-cpp-dev libfaiss-dev libcli11-dev nlohmann-json3-dev
       libspdlog-dev libfmt-dev zlib1g-dev
-      libcpp-httplib-dev libssl-dev libsqlite3-dev libxxhash-dev
+      libcpp-httplib-dev libssl-dev libsqlite3-dev libxxhash-dev libonnx-dev libprotobuf-dev protobuf-compiler
       libgtest-dev libgmock-dev libbenchmark-dev clang llvm
       librsvg2-bin curl
       python3-torch python3-torchvision    # python: test fixtures and side-by-side peers only
