@@ -8,11 +8,11 @@ PKGS=(build-essential cmake ninja-build pkg-config
       libtorch-dev libgloo-dev libopenblas0-openmp
       libopencv-dev libyaml-cpp-dev libfaiss-dev libcli11-dev nlohmann-json3-dev
       libspdlog-dev libfmt-dev zlib1g-dev
-      libcpp-httplib-dev libssl-dev libsqlite3-dev libxxhash-dev libonnx-dev libprotobuf-dev protobuf-compiler
+      libcpp-httplib-dev libssl-dev libsqlite3-dev libxxhash-dev libonnx-dev libprotobuf-dev protobuf-compiler libcrcutil-dev
       libgtest-dev libgmock-dev libbenchmark-dev clang llvm
       librsvg2-bin curl
       python3-torch python3-torchvision    # python: test fixtures and side-by-side peers only
-      python3-pil python3-numpy python3-faiss python3-fastapi python3-uvicorn python3-uvloop hey)
+      python3-pil python3-numpy python3-protobuf python3-crc32c python3-faiss python3-fastapi python3-uvicorn python3-uvloop hey)
 
 missing=()
 for p in "${PKGS[@]}"; do
