@@ -71,6 +71,10 @@ class NumpyGlobals : public pickle::PickleGlobals {
       v->s = latin1_from_utf8(a[0]->s);
       return v;
     }
+    if (fn == "__builtin__.bytes" || fn == "builtins.bytes") {  // protocol 2's b'' (an empty array's data)
+      if (!a.empty()) throw FormatError(fn + " is only accepted without arguments");
+      return make(PVal::kBytes);
+    }
     if (fn == "builtins.tuple" || fn == "__builtin__.tuple") {  // paddle's reduce of a Tensor: (name, array)
       if (a.size() != 1 || a[0]->kind != PVal::kTuple) throw FormatError(fn + " of something other than a tuple");
       return a[0];
@@ -96,6 +100,7 @@ at::ScalarType numpy_dtype(const PVal& dtype) {
   static const std::map<std::string, at::ScalarType> kTypes = {
       {"f4", at::kFloat}, {"f8", at::kDouble}, {"f2", at::kHalf}, {"i8", at::kLong},  {"i4", at::kInt},
       {"i2", at::kShort}, {"i1", at::kChar},   {"u1", at::kByte}, {"b1", at::kBool}};
+  if (!code.empty() && code[0] == 'O') throw FormatError("an array of Python objects (dtype=object), not numbers");
   auto it = kTypes.find(code);
   if (it == kTypes.end())
     throw FormatError("unsupported array dtype '" + code +

@@ -6,7 +6,7 @@
 // numpy as numpy.core.multiarray._reconstruct(numpy.ndarray, (0,), b'b') followed by BUILD with the state
 // (version, shape, numpy.dtype(...), fortran_order, raw bytes). The restricted interpreter of src/io/pickle.h
 // accepts only those globals (also numpy 2's numpy._core.multiarray, _codecs.encode for protocol 2's bytes,
-// builtins.tuple for paddle's (name, array) pairs), so a file cannot run code.
+// builtins.tuple for paddle's (name, array) pairs, builtins.bytes for an empty array), so a file cannot run code.
 #pragma once
 #include <featlearn/io/state_dict.h>
 
