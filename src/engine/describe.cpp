@@ -7,6 +7,7 @@
 #include <featlearn/config/config.h>
 #include <featlearn/model/compute_count.h>
 #include <featlearn/model/distillation_model.h>
+#include <featlearn/model/pretrained.h>
 #include <featlearn/model/rec_model.h>
 #include <featlearn/model/stop_layer.h>
 
@@ -71,9 +72,13 @@ int cmd_describe(const ConfigArgs& args) {
   if (image_shape.size() != 3) root["Global"]["image_shape"].fail("expected [C, H, W]");
 
   torch::manual_seed(0);
+  DeferWeightDownloads no_downloads;  // describe shows the model; uncached pretrained weights are not fetched
   ArchModelPtr built = build_arch(arch, image_shape);
   built->eval();
   std::cout << "config: " << cfg.file() << "\n";
+  for (const auto& d : no_downloads.deferred())
+    std::cout << d.key << ": not downloaded by describe (shown with random weights); train/eval download " << d.url
+              << " to " << d.path << "\n";
   const auto* distill = dynamic_cast<const DistillationModelImpl*>(built.get());
   if (!distill) {
     describe_rec_model(built->infer_model(), arch, image_shape);

@@ -296,10 +296,30 @@ std::string url_file_name(const std::string& url) {
 }
 
 void download_file(const std::string& url, const std::string& dest, const DownloadOptions& o) {
-  if (fs::exists(dest)) return;  // cached: no network
   const std::string expected_sha = lower(o.sha256);
   FL_ASSERT(expected_sha.empty() || (expected_sha.size() >= 8 && expected_sha.size() <= 64 && is_hex(expected_sha)),
             "DownloadOptions::sha256 must be 8..64 hex digits");
+  // "" when `path` has the expected size and checksum, else what differs.
+  auto mismatch = [&](const std::string& path) -> std::string {
+    std::error_code ec;
+    const int64_t size = static_cast<int64_t>(fs::file_size(path, ec));
+    if (o.size >= 0 && size != o.size) return fmt::format("{} bytes, {} expected", size, o.size);
+    if (expected_sha.empty()) return "";
+    const std::string got = sha256_file(path);
+    if (got.compare(0, expected_sha.size(), expected_sha) == 0) return "";
+    return "SHA-256 mismatch, expected " + expected_sha + (expected_sha.size() < got.size() ? "..." : "") +
+           " but the file has " + got;
+  };
+  // A cached file is used without network access; with a known checksum or size it is checked again (it may
+  // have been put there by hand), but never deleted.
+  auto use_cached = [&] {
+    if (!fs::exists(dest)) return false;
+    if (const std::string bad = mismatch(dest); !bad.empty())
+      throw Error("the cached " + dest + " (for " + url + ") does not match: " + bad +
+                  "; delete it to download it again");
+    return true;
+  };
+  if (use_cached()) return;
   const std::string by_hand = "; download it yourself and put it at " + dest;
   std::error_code ec;
   const fs::path dir = fs::path(dest).parent_path();
@@ -307,8 +327,9 @@ void download_file(const std::string& url, const std::string& dest, const Downlo
   if (ec) throw Error("cannot create the weights directory " + dir.string() + ": " + ec.message());
 
   FileLock lock(dest + ".lock");
-  if (fs::exists(dest)) return;  // another process finished it while we waited
+  if (use_cached()) return;  // another process finished it while we waited
   const std::string part = dest + ".part";
+  if (o.progress) std::fprintf(stderr, "Downloading %s to %s\n", url.c_str(), dest.c_str());
   try {
     split_url(url);
     transfer(url, part, o);
@@ -317,20 +338,10 @@ void download_file(const std::string& url, const std::string& dest, const Downlo
   } catch (const Error& e) {
     throw Error("download of " + url + " failed: " + e.what() + by_hand);
   }
-  const int64_t size = static_cast<int64_t>(fs::file_size(part, ec));
-  if (o.size >= 0 && size != o.size) {
+  if (const std::string bad = mismatch(part); !bad.empty()) {
     fs::remove(part, ec);
-    throw Error(fmt::format("download of {} failed: {} bytes received, {} expected (removed){}", url, size, o.size,
-                            by_hand));
-  }
-  if (!expected_sha.empty()) {
-    const std::string got = sha256_file(part);
-    if (got.compare(0, expected_sha.size(), expected_sha) != 0) {
-      fs::remove(part, ec);
-      throw Error("download of " + url + " failed: SHA-256 mismatch, expected " + expected_sha +
-                  (expected_sha.size() < got.size() ? "..." : "") + " but the file has " + got +
-                  " (removed; a proxy or a changed file on the server?)" + by_hand);
-    }
+    throw Error("download of " + url + " failed: " + bad + " (removed; a proxy or a changed file on the server?)" +
+                by_hand);
   }
   rename_into_place(part, dest);
 }

@@ -1,6 +1,7 @@
 // PP-LCNet with PaddleClas's structure and names, and the Paddle-semantics layers it needs (see pp_lcnet.h).
 #include <featlearn/model/pp_lcnet.h>
 #include <featlearn/model/batch_norm.h>
+#include <featlearn/model/pretrained.h>
 
 #include <featlearn/common/error.h>
 #include <featlearn/model/torchvision_mobilenet_v3.h>
@@ -122,22 +123,7 @@ void paddle_init(nn::Module& root) {
 }
 
 std::string read_pretrained(const ConfigNode& node, const std::string& paddle_file) {
-  const ConfigNode p = node["pretrained"];
-  if (!p.defined()) return "";
-  if (!p.is_scalar()) p.fail("expected False or a path to a weights file");
-  bool flag = false;
-  if (YAML::convert<bool>::decode(p.yaml(), flag)) {
-    if (!flag) return "";
-    p.fail("pretrained: True would download PaddleClas's " +
-           (paddle_file.empty() ? std::string("weights") : paddle_file) +
-           ", and featlearn does not download weights (nor read Paddle .pdparams yet). Set `pretrained: "
-           "/path/to/weights.pth` to a state dict with this backbone's parameter names (for example one saved "
-           "from featlearn), or use pretrained: False (-o Arch.Backbone.pretrained=False) for random "
-           "initialization");
-  }
-  const std::string path = p.as<std::string>();
-  if (path.empty()) p.fail("empty weights path");
-  return path;
+  return resolve_pretrained(node, paddle_file, "a state dict");
 }
 
 void refuse_return_options(const ConfigNode& node) {

@@ -6,6 +6,7 @@
 #include <featlearn/model/mobilenet_v3.h>
 #include <featlearn/model/pp_lcnet.h>
 #include <featlearn/model/pp_lcnet_v2.h>
+#include <featlearn/model/pretrained.h>
 #include <featlearn/model/resnet.h>
 #include <featlearn/model/torchvision_mobilenet_v3.h>
 #include <featlearn/model/vgg.h>
@@ -16,28 +17,6 @@
 
 namespace featlearn {
 namespace {
-
-// `pretrained`: absent/False -> "" (random init); a path -> the path; True -> error (no download).
-std::string read_pretrained(const ConfigNode& node, const std::string& config_name, const std::string& tv_file) {
-  const ConfigNode p = node["pretrained"];
-  if (!p.defined()) return "";
-  if (!p.is_scalar()) p.fail("expected False or a path to a torchvision .pth weights file");
-  bool flag = false;
-  if (YAML::convert<bool>::decode(p.yaml(), flag)) {
-    if (!flag) return "";
-    const std::string file = tv_file.empty() ? std::string("<weights>.pth") : tv_file;
-    p.fail("pretrained: True needs a weights file, and featlearn does not download weights. " +
-           (tv_file.empty()
-                ? "Pass a state dict saved from this " + config_name + " (e.g. a featlearn export)"
-                : "Download torchvision's weights for " + config_name + " (" + tv_file +
-                      " from https://download.pytorch.org/models/)") +
-           " and set `pretrained: /path/to/" + file + "` (or -o Arch.Backbone.pretrained=/path/to/" + file +
-           "), or use pretrained: False for random initialization");
-  }
-  const std::string path = p.as<std::string>();
-  if (path.empty()) p.fail("empty weights path");
-  return path;
-}
 
 void check_data_format(const ConfigNode& node) {
   const auto f = node.optional<std::string>("data_format");
@@ -63,7 +42,7 @@ void add_resnet(const std::string& name, const std::string& tv_file) {
     auto m = std::make_shared<ResNetImpl>(opts);
     m->config_name = name;
     m->torchvision_file = tv_file;
-    m->pretrained_path = read_pretrained(node, name, tv_file);
+    m->pretrained_path = resolve_pretrained(node, tv_file, "a torchvision .pth weights file");
     return m;
   });
 }
@@ -80,7 +59,7 @@ void add_mobilenet(const std::string& name, bool large, const std::string& tv_fi
     auto m = std::make_shared<TorchvisionMobileNetV3Impl>(opts);
     m->config_name = name;
     m->torchvision_file = tv_file;
-    m->pretrained_path = read_pretrained(node, name, tv_file);
+    m->pretrained_path = resolve_pretrained(node, tv_file, "a torchvision .pth weights file");
     return m;
   });
 }
@@ -94,7 +73,7 @@ void register_builtin_backbones() {
     add_resnet("ResNet50", "resnet50-0676ba61.pth");
     add_resnet("ResNet101", "resnet101-63fe2227.pth");
     add_resnet("ResNet152", "resnet152-394f9c45.pth");
-    add_resnet("ResNet50_vd", "");
+    add_resnet("ResNet50_vd", "ResNet50_vd_pretrained.pdparams");  // PaddleClas's (model/pretrained.h)
     add_resnet("ResNet50_last_stage_stride1", "resnet50-0676ba61.pth");
     // metric_learning/xbm_resnet50.yaml starts from torchvision's v1 ResNet50 weights (converted for Paddle).
     add_resnet("ResNet50_adaptive_max_pool2d", "resnet50-19c8e357.pth");

@@ -349,7 +349,15 @@ TEST(Describe, SeedConfigShowsFeatureShapeAndPaddleNames) {
   const auto msg = error_of([&] { cmd_describe(ConfigArgs{cfg, {"Arch.Backbone.pretrained=False", "Arch.Head.name=ArcMarginX"}}); });
   EXPECT_NE(msg.find("Arch.Head.name (set by -o): unknown Arch.Head 'ArcMarginX'"), std::string::npos) << msg;
   EXPECT_NE(msg.find("ArcMargin"), std::string::npos) << msg;
-  // `pretrained: True` without a file says where to put one.
-  const auto pre = error_of([&] { cmd_describe(ConfigArgs{cfg, {}}); });
-  EXPECT_NE(pre.find("Arch.Backbone.pretrained"), std::string::npos) << pre;
+  // `pretrained: True`: describe does not download; it says what train/eval would fetch.
+  ::setenv("FEATLEARN_HOME", (std::filesystem::temp_directory_path() / "featlearn_describe_home").c_str(), 1);
+  ::setenv("FEATLEARN_WEIGHTS_MIRROR", "http://127.0.0.1:1", 1);  // a request would fail the command
+  testing::internal::CaptureStdout();
+  EXPECT_EQ(cmd_describe(ConfigArgs{cfg, {}}), 0);
+  out = testing::internal::GetCapturedStdout();
+  ::unsetenv("FEATLEARN_WEIGHTS_MIRROR");
+  ::unsetenv("FEATLEARN_HOME");
+  EXPECT_NE(out.find("Arch.Backbone.pretrained: not downloaded by describe"), std::string::npos) << out;
+  EXPECT_NE(out.find("http://127.0.0.1:1/models/resnet50-0676ba61.pth"), std::string::npos) << out;
+  EXPECT_NE(out.find("features: [N,512]"), std::string::npos) << out;
 }

@@ -271,7 +271,7 @@ TEST_F(Download, ChecksumAndSizeMismatchLeaveNothing) {
   o.sha256 = "";
   o.size = 5;
   msg = error_of([&] { download_file(s.url("/w/file.bin"), dest, o); });
-  EXPECT_NE(msg.find(std::to_string(data.size()) + " bytes received, 5 expected"), std::string::npos) << msg;
+  EXPECT_NE(msg.find(std::to_string(data.size()) + " bytes, 5 expected"), std::string::npos) << msg;
   EXPECT_FALSE(fs::exists(dest));
   EXPECT_FALSE(fs::exists(dest + ".part"));
 
@@ -283,6 +283,14 @@ TEST_F(Download, ChecksumAndSizeMismatchLeaveNothing) {
   o.sha256 = actual;  // all 64 digits
   download_file(s.url("/w/file.bin"), dest, o);
   EXPECT_EQ(read_all(dest), data);
+  // A cached file that does not match is reported and kept (it may have been put there by hand).
+  o.sha256 = "11111111";
+  msg = error_of([&] { download_file(s.url("/w/file.bin"), dest, o); });
+  EXPECT_NE(msg.find("the cached " + dest + " (for " + s.url("/w/file.bin") + ") does not match: SHA-256 mismatch"),
+            std::string::npos)
+      << msg;
+  EXPECT_NE(msg.find("delete it to download it again"), std::string::npos) << msg;
+  EXPECT_TRUE(fs::exists(dest));
 }
 
 TEST_F(Download, HttpErrorNamesUrlAndStatus) {

@@ -21,8 +21,8 @@ struct DownloadOptions {
 };
 
 // Requires: `url` is http:// or https://; `dest` is the final path of the file.
-// Ensures: `dest` holds the verified file. When `dest` exists it is returned as is, without any network access.
-// Otherwise the body is written to `dest`.part (kept when the transfer is cut, resumed with a Range request on the
+// Ensures: `dest` holds the verified file. When `dest` exists it is used without any network access (checked
+// against `sha256` / `size` when given; a mismatch throws and leaves it in place). Otherwise the body is written to `dest`.part (kept when the transfer is cut, resumed with a Range request on the
 // next call: appended to on 206 Partial Content, restarted on 200), verified, and renamed to `dest`. A lock on
 // `dest`.lock (flock) serializes concurrent callers (threads or processes); a caller that waited finds `dest` and
 // returns it. Throws Error naming the URL, the reason (HTTP status, network error, checksum or size mismatch) and

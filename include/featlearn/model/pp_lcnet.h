@@ -171,8 +171,8 @@ TORCH_MODULE(PPLCNet);
 void register_pplcnet_backbones();
 
 namespace pplcnet {
-// `pretrained` of a PP-LCNet/V2 config: absent/False -> "" (random init); a path -> the path; True -> an error
-// naming PaddleClas's weight file (`paddle_file`, e.g. "PPLCNet_x2_5_ssld_pretrained.pdparams").
+// `pretrained` of a PaddleClas backbone config: resolve_pretrained (model/pretrained.h) with PaddleClas's weight
+// file `paddle_file` (e.g. "PPLCNet_x2_5_ssld_pretrained.pdparams"; "" when PaddleClas publishes none) for True.
 std::string read_pretrained(const ConfigNode& node, const std::string& paddle_file);
 // Refuses PaddleClas's TheseusLayer output options (return_patterns, return_stages) unless null: RecModel
 // takes one tensor from the backbone (use BackboneStopLayer).
