@@ -33,7 +33,7 @@ GlobalConfig GlobalConfig::parse(const ConfigNode& g) {
                 "use_visualdl", "image_shape", "save_inference_dir", "eval_mode", "seed", "feature_normalize",
                 "feature_binarize", "retrieval_feature_from", "sim_block_size", "re_ranking", "to_static",
                 "use_dali", "infer_imgs", "overwrite_output", "iter_per_epoch", "train_mode", "warmup_iter",
-                "dist_timeout"});
+                "dist_timeout", "tensorboard"});
   // infer_imgs is the input of PaddleClas's predict tool; it has no role in train/eval/export (featlearn's
   // `extract --list` takes the images to embed), so it is accepted and not used.
   GlobalConfig c;
@@ -50,6 +50,7 @@ GlobalConfig GlobalConfig::parse(const ConfigNode& g) {
   c.epochs = g.get<int64_t>("epochs", c.epochs);
   c.print_batch_step = g.get<int64_t>("print_batch_step", c.print_batch_step);
   c.use_visualdl = g.get<bool>("use_visualdl", c.use_visualdl);
+  c.tensorboard = g.get<bool>("tensorboard", c.use_visualdl);
   c.image_shape = g.get<std::vector<int64_t>>("image_shape", c.image_shape);
   if (c.image_shape.size() != 3 || *std::min_element(c.image_shape.begin(), c.image_shape.end()) <= 0)
     g["image_shape"].fail("expected [C, H, W] of positive sizes");

@@ -1,5 +1,6 @@
 #include "train_log.h"
 
+#include <featlearn/report/event_writer.h>
 #include <fmt/format.h>
 #include <unistd.h>
 
@@ -16,6 +17,10 @@ std::string format_duration(double seconds) {
 TrainLog::TrainLog(const GlobalConfig& g, const std::string& metrics_path) : g_(g), tty_(isatty(STDOUT_FILENO)) {
   if (!metrics_path.empty()) file_.open(metrics_path, std::ios::app);
 }
+
+TrainLog::~TrainLog() = default;
+
+void TrainLog::enable_tensorboard(const std::string& dir) { tb_ = std::make_unique<EventWriter>(dir); }
 
 void TrainLog::record(const nlohmann::json& j) {
   if (!file_.is_open()) return;
@@ -46,14 +51,23 @@ void TrainLog::step(double lr, const std::vector<std::pair<std::string, double>>
   epoch_images_ += images;
   images_done_ += images;
   window_images_ += images;
-  window_seconds_ += std::chrono::duration<double>(now - tick_).count();
+  const double step_seconds = std::chrono::duration<double>(now - tick_).count();
+  window_seconds_ += step_seconds;
   tick_ = now;
+  const bool print = it_ % g_.print_batch_step == 0 || it_ == iters_;
+  if (tb_) {
+    const int64_t global_step = (epoch_ - 1) * iters_ + it_;
+    tb_->scalar("train/loss", total, global_step);
+    for (const auto& t : terms) tb_->scalar("train/" + t.first, t.second, global_step);
+    tb_->scalar("train/lr", lr, global_step);
+    if (step_seconds > 0) tb_->scalar("train/ips", images / step_seconds, global_step);
+    if (print) tb_->flush();
+  }
   if (sums_.empty())
     for (const auto& t : terms) sums_.emplace_back(t.first, 0.0);
   for (size_t k = 0; k < terms.size() && k < sums_.size(); ++k) sums_[k].second += terms[k].second;
   total_sum_ += total;
 
-  const bool print = it_ % g_.print_batch_step == 0 || it_ == iters_;
   if (quiet_ || (!print && !tty_)) return;
   const double ips = window_seconds_ > 0 ? window_images_ / window_seconds_ : 0.0;
   const double elapsed = std::chrono::duration<double>(now - run_start_).count();
@@ -92,6 +106,13 @@ void TrainLog::end_epoch() {
                       {"seconds", secs}};
   for (const auto& kv : sums_) j[kv.first] = kv.second / n;
   record(j);
+  if (tb_) {
+    const int64_t global_step = epoch_ * iters_;
+    tb_->scalar("epoch/loss", total_sum_ / n, global_step);
+    for (const auto& kv : sums_) tb_->scalar("epoch/" + kv.first, kv.second / n, global_step);
+    tb_->scalar("epoch/ips", ips, global_step);
+    tb_->flush();
+  }
 }
 
 void TrainLog::eval(int64_t epoch, const MetricValues& values, double seconds) {
@@ -102,6 +123,11 @@ void TrainLog::eval(int64_t epoch, const MetricValues& values, double seconds) {
   nlohmann::json j = {{"phase", "eval"}, {"epoch", epoch}, {"seconds", seconds}};
   for (const auto& kv : values) j[kv.first] = kv.second;
   record(j);
+  if (tb_) {
+    // On the training curves' axis: the global step at the end of the evaluated epoch.
+    for (const auto& kv : values) tb_->scalar("eval/" + kv.first, kv.second, epoch * iters_);
+    tb_->flush();
+  }
 }
 
 void TrainLog::done() const {

@@ -9,17 +9,25 @@
 #include <chrono>
 #include <cstdint>
 #include <fstream>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
 
 namespace featlearn {
 
+class EventWriter;
+
 class TrainLog {
  public:
   using Clock = std::chrono::steady_clock;
   // `metrics_path` empty: nothing is appended to a file (evaluation-only runs).
   TrainLog(const GlobalConfig& g, const std::string& metrics_path);
+  ~TrainLog();
+
+  // Also writes every step's loss terms, total loss, lr and images/s, each epoch's averages and every
+  // evaluation's metrics as TensorBoard scalars into `dir` (docs/report.md, "Training curves").
+  void enable_tensorboard(const std::string& dir);
 
   void record(const nlohmann::json& j);
   // Nothing printed (the other ranks of a multi-process run: rank 0 reports).
@@ -38,6 +46,7 @@ class TrainLog {
  private:
   const GlobalConfig& g_;
   std::ofstream file_;
+  std::unique_ptr<EventWriter> tb_;
   bool tty_ = false, quiet_ = false;
   int64_t first_epoch_ = 1, last_epoch_ = 1, iters_ = 1;
   Clock::time_point run_start_ = Clock::now();

@@ -366,6 +366,7 @@ Trainer::Trainer(Config config, Mode mode) : s_(std::make_unique<State>(std::mov
     remove_stale_temp_files(s.ckpt_dir);
     s.config.save((fs::path(g.output_dir) / "config.yaml").string());
     s.log = std::make_unique<TrainLog>(g, (fs::path(g.output_dir) / "metrics.jsonl").string());
+    if (g.tensorboard) s.log->enable_tensorboard((fs::path(g.output_dir) / "tensorboard").string());
     const auto now = std::chrono::system_clock::now().time_since_epoch();
     s.log->record({{"phase", "run_start"},
                    {"time", std::chrono::duration<double>(now).count()},

@@ -22,7 +22,9 @@ struct GlobalConfig {
   int64_t start_eval_epoch = 0;                 // first epoch evaluated (PaddleClas: epoch >= this)
   int64_t epochs = 1;
   int64_t print_batch_step = 10;
-  bool use_visualdl = false;                    // featlearn always writes output_dir/metrics.jsonl
+  bool use_visualdl = false;                    // PaddleClas's switch for training curves
+  // TensorBoard event files in output_dir/tensorboard/ (docs/report.md); default: use_visualdl.
+  bool tensorboard = false;
   std::vector<int64_t> image_shape = {3, 224, 224};
   std::string save_inference_dir = "./inference";
   std::string eval_mode = "classification";     // retrieval | classification (PaddleClas's default)
