@@ -3,7 +3,9 @@
 #include <featlearn/model/batch_norm.h>
 
 #include <featlearn/common/error.h>
+#include <featlearn/io/pdparams.h>
 #include <featlearn/io/state_dict.h>
+#include <featlearn/model/paddle_names.h>
 #include <featlearn/model/torchvision_mobilenet_v3.h>
 #include <fmt/format.h>
 
@@ -251,18 +253,22 @@ void apply_stop_layer(BackboneImpl& backbone, const std::string& name) {
   sb->stop_path_ = path;
 }
 
-void load_backbone_weights(BackboneImpl& backbone, const std::string& path, const std::string& what) {
-  const NamedTensors sd = load_torch_state_dict(path);
-  auto* sb = dynamic_cast<StoppableBackboneImpl*>(&backbone);
-  const std::string label = backbone_label(backbone);
-  const std::string where = what.empty() ? path : what + ": " + path;
+void load_module_weights(torch::nn::Module& root, const std::string& path, const std::string& where,
+                         const std::string& label, const std::string& torch_hint) {
+  const bool paddle = is_pdparams_file(path);
+  const NamedTensors sd = paddle ? load_pdparams(path) : load_torch_state_dict(path);
+  const PaddleNames names(root);
   std::map<std::string, torch::Tensor> targets;
-  for (const auto& p : backbone.named_parameters(true)) targets[p.key()] = p.value();
-  for (const auto& b : backbone.named_buffers(true)) targets[b.key()] = b.value();
+  for (const auto& p : root.named_parameters(true)) targets[p.key()] = p.value();
+  for (const auto& b : root.named_buffers(true)) targets[b.key()] = b.value();
 
+  // Modules removed by a stop layer (anywhere in the tree): their tensors in the file are skipped.
+  std::vector<std::string> removed;
+  for (const auto& item : root.named_modules("", /*include_self=*/true))
+    if (auto* sb = dynamic_cast<const StoppableBackboneImpl*>(item.value().get()))
+      for (const auto& r : sb->removed()) removed.push_back(child_path(item.key(), r));
   auto is_removed = [&](const std::string& key) {
-    if (!sb) return false;
-    for (const auto& r : sb->removed())
+    for (const auto& r : removed)
       if (key.rfind(r + ".", 0) == 0) return true;
     return false;
   };
@@ -274,14 +280,22 @@ void load_backbone_weights(BackboneImpl& backbone, const std::string& path, cons
   std::vector<std::string> unexpected;
   std::vector<std::pair<torch::Tensor, torch::Tensor>> copies;
   std::set<std::string> seen;
-  for (const auto& [key, t] : sd) {
+  for (const auto& [file_key, file_tensor] : sd) {
+    const std::string key = paddle ? names.to_featlearn(file_key) : file_key;
     auto it = targets.find(key);
     if (it == targets.end()) {
-      if (!is_removed(key)) unexpected.push_back(key);
+      if (!is_removed(key)) unexpected.push_back(key == file_key ? key : file_key + " (as " + key + ")");
       continue;
     }
+    torch::Tensor t = file_tensor;
+    std::string origin;  // how the file's tensor became `t`, for messages
+    if (paddle && key != file_key) origin = " (Paddle '" + file_key + "')";
+    if (paddle && names.transposed(key) && t.dim() == 2) {
+      origin = " (Paddle '" + file_key + "' " + shape(t) + " [in, out], transposed)";
+      t = t.t().contiguous();
+    }
     if (!it->second.sizes().equals(t.sizes()))
-      throw Error(where + ": parameter '" + key + "' has shape " + shape(t) + " in the file but " +
+      throw Error(where + ": parameter '" + key + "'" + origin + " has shape " + shape(t) + " in the file but " +
                   shape(it->second) + " in " + label +
                   (key.rfind("fc.", 0) == 0 || key.rfind("classifier.", 0) == 0
                        ? " (set Arch.Backbone.class_num to the file's class count, or stop before it with "
@@ -291,8 +305,15 @@ void load_backbone_weights(BackboneImpl& backbone, const std::string& path, cons
     copies.emplace_back(it->second, t);
   }
   std::vector<std::string> missing;
-  for (const auto& kv : targets)
-    if (!seen.count(kv.first)) missing.push_back(kv.first);
+  for (const auto& kv : targets) {
+    if (seen.count(kv.first)) continue;
+    const std::string& k = kv.first;
+    const std::string counter = "num_batches_tracked";
+    if (paddle && k.size() >= counter.size() && k.compare(k.size() - counter.size(), counter.size(), counter) == 0)
+      continue;  // Paddle keeps no BatchNorm step counter
+    const std::string pk = paddle ? names.to_paddle(k) : k;
+    missing.push_back(pk == k ? k : k + " (Paddle " + pk + ")");
+  }
   auto first = [](std::vector<std::string> v) {
     const size_t n = v.size();
     if (n > 6) {
@@ -305,12 +326,21 @@ void load_backbone_weights(BackboneImpl& backbone, const std::string& path, cons
     std::string msg = where + " does not match " + label + ":";
     if (!missing.empty()) msg += " missing " + first(missing) + ";";
     if (!unexpected.empty()) msg += " unexpected " + first(unexpected) + ";";
-    msg += " expected a torchvision-format state dict";
-    if (sb && !sb->torchvision_file.empty()) msg += " such as " + sb->torchvision_file;
+    if (paddle)
+      msg += " expected a Paddle state dict of PaddleClas's " + label +
+             " (names mapped as in docs/file-formats.md, \"Paddle .pdparams\")";
+    else
+      msg += " expected a torchvision-format state dict" + (torch_hint.empty() ? "" : " such as " + torch_hint);
     throw Error(msg);
   }
   torch::NoGradGuard ng;
   for (auto& [dst, src] : copies) dst.copy_(src.to(dst.scalar_type()));
+}
+
+void load_backbone_weights(BackboneImpl& backbone, const std::string& path, const std::string& what) {
+  auto* sb = dynamic_cast<StoppableBackboneImpl*>(&backbone);
+  load_module_weights(backbone, path, what.empty() ? path : what + ": " + path, backbone_label(backbone),
+                      sb ? sb->torchvision_file : "");
 }
 
 BackbonePtr build_backbone(const ConfigNode& backbone_node, const ConfigNode& stop_layer_node,

@@ -126,9 +126,16 @@ std::string resolve_stop_layer(BackboneImpl& backbone, const std::string& name);
 // truncation. Throws Error (unknown name, multi-use module, unsupported backbone).
 void apply_stop_layer(BackboneImpl& backbone, const std::string& name);
 
-// Copies a torchvision-format state dict into `backbone`: every parameter and buffer must be present with the
-// same shape; keys of modules removed by the stop layer are ignored; any other extra key is an error. `what`
-// (may be empty) prefixes messages.
+// Copies the weights file `path` into `root` (a backbone, a RecModel, ...): every parameter and buffer must be
+// present with the same shape; keys of modules removed by a stop layer are ignored; any other extra key is an
+// error. The file is a torch.save state dict (featlearn names), or a Paddle .pdparams (is_pdparams_file:
+// PaddleClas names, mapped and transposed by PaddleNames; num_batches_tracked keeps its value). Errors start
+// with `where`, call the model `label`, name every missing / unexpected / mis-shaped tensor (both shapes) and,
+// for torch files, suggest `torch_hint` (a torchvision file name; may be empty).
+void load_module_weights(torch::nn::Module& root, const std::string& path, const std::string& where,
+                         const std::string& label, const std::string& torch_hint);
+
+// load_module_weights for a backbone. `what` (may be empty) prefixes messages.
 void load_backbone_weights(BackboneImpl& backbone, const std::string& path, const std::string& what);
 
 // Builds Arch.Backbone from the registry, applies Arch.BackboneStopLayer (when defined; keys: name) and loads
