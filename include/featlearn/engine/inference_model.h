@@ -8,9 +8,15 @@
 #include <featlearn/config/config.h>
 #include <featlearn/model/rec_model.h>
 
+#include <memory>
+#include <optional>
 #include <string>
 
 namespace featlearn {
+
+namespace deploy {
+class FrozenForward;
+}
 
 // Version 2 added `device`.
 constexpr int64_t kInferenceFormatVersion = 2;
@@ -29,6 +35,14 @@ struct InferenceModel {
   // [N, C, H, W] preprocessed images -> [N, D] CPU outputs as exported (normalized / softmaxed per the spec),
   // computed on `device`.
   torch::Tensor embed(const torch::Tensor& images);
+
+  // On the CPU, embed runs the model through an optimized frozen graph, traced on first use per image shape
+  // (docs/deploy.md, "Fast extraction"); FEATLEARN_EAGER=1 in the environment runs it eager instead. The graph
+  // holds a copy of the weights as they were at the first embed call; copies made after it share it.
+  std::shared_ptr<deploy::FrozenForward> cpu_graph;
+  // embed's CPU graph path: the outputs embed returns, or nullopt when `device` is not the CPU or
+  // FEATLEARN_EAGER=1. Thread-safe.
+  std::optional<torch::Tensor> embed_with_cpu_graph(const torch::Tensor& images);
 };
 
 }  // namespace featlearn
