@@ -361,3 +361,35 @@ TEST_F(Download, ConcurrentCallersDownloadOnce) {
   EXPECT_EQ(s.requests.load(), 1);
   EXPECT_EQ(read_all(dest), data);
 }
+
+// HTTPS through OpenSSL: the server's certificate is verified against the system's trust store (here
+// SSL_CERT_FILE, which OpenSSL's default verify paths read): refused while untrusted, downloaded once trusted.
+TEST_F(Download, HttpsVerifiesTheServerCertificate) {
+  const std::string cert = path("cert.pem"), key = path("key.pem");
+  const std::string cmd = "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=127.0.0.1 -addext "
+                          "subjectAltName=IP:127.0.0.1 -keyout " + key + " -out " + cert + " >/dev/null 2>&1";
+  if (std::system(cmd.c_str()) != 0) GTEST_SKIP() << "the openssl program is needed to make a test certificate";
+  httplib::SSLServer srv(cert.c_str(), key.c_str());
+  ASSERT_TRUE(srv.is_valid());
+  const std::string data = payload();
+  srv.Get("/w/file.bin", [&](const httplib::Request&, httplib::Response& res) {
+    res.set_content(data, "application/octet-stream");
+  });
+  const int port = srv.bind_to_any_port("127.0.0.1");
+  std::thread t([&] { srv.listen_after_bind(); });
+  while (!srv.is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  const std::string url = "https://127.0.0.1:" + std::to_string(port) + "/w/file.bin";
+
+  const std::string msg = error_of([&] { download_file(url, path("file.bin"), quiet()); });
+  EXPECT_NE(msg.find("download of " + url + " failed: "), std::string::npos) << msg;
+  EXPECT_NE(msg.find("SSL"), std::string::npos) << msg;
+  EXPECT_FALSE(fs::exists(path("file.bin")));
+
+  ::setenv("SSL_CERT_FILE", cert.c_str(), 1);
+  const std::string ok = error_of([&] { download_file(url, path("file.bin"), quiet()); });
+  ::unsetenv("SSL_CERT_FILE");
+  srv.stop();
+  t.join();
+  EXPECT_EQ(ok, "(no error)");
+  EXPECT_EQ(read_all(path("file.bin")), data);
+}
