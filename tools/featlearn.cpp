@@ -32,6 +32,8 @@ int main(int argc, char** argv) {
   add_config_args(eval);
   auto* exp = app.add_subcommand("export", "Write the inference model to Global.save_inference_dir");
   add_config_args(exp);
+  bool no_onnx = false;
+  exp->add_flag("--no-onnx", no_onnx, "write the LibTorch model only, no model.onnx");
 
   featlearn::ExtractArgs ex;
   auto* extract = app.add_subcommand("extract", "Embed the images of a list with an exported model");
@@ -129,7 +131,7 @@ int main(int argc, char** argv) {
     if (*describe) return featlearn::cmd_describe(cfg_args);
     if (*train) return featlearn::cmd_train(cfg_args);
     if (*eval) return featlearn::cmd_eval(cfg_args);
-    if (*exp) return featlearn::cmd_export(cfg_args);
+    if (*exp) return featlearn::cmd_export(cfg_args, !no_onnx);
     if (*extract) return featlearn::cmd_extract(ex);
     if (*bench) return featlearn::cmd_bench_data(cfg_args, bench_iters, bench_workers);
     if (*prep) return featlearn::cmd_prepare_emoji(emoji_out, emoji_cache);

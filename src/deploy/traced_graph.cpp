@@ -9,6 +9,9 @@
 #include <torch/csrc/jit/runtime/interpreter.h>
 #include <torch/nn/module.h>
 
+#include <unordered_map>
+#include <unordered_set>
+#include <utility>
 #include <vector>
 
 namespace featlearn::deploy {
@@ -35,12 +38,25 @@ std::shared_ptr<torch::jit::Graph> trace_frozen(const TensorFn& fn, torch::nn::M
       [&](torch::jit::Stack in) -> torch::jit::Stack { return {fn(in.at(0).toTensor())}; },
       [](const torch::autograd::Variable&) { return std::string(); }, /*strict=*/false, /*force_outplace=*/true);
   auto graph = traced.first->graph;
+  // Which parameter or buffer each constant is (by storage), so that the constant values can carry its name
+  // (module_of, error messages of the ONNX exporter).
+  std::unordered_map<const void*, std::string> names;
+  for (const auto& p : module.named_parameters(true))
+    if (p.value().defined()) names.emplace(p.value().data_ptr(), p.key());
+  for (const auto& b : module.named_buffers(true))
+    if (b.value().defined() && b.value().numel() > 0) names.emplace(b.value().data_ptr(), b.key());
   // The constants are the module's own tensors: give the graph copies, so that it is frozen (later training
   // does not change it) and its constants do not require grad once the flags are restored.
   for (auto* node : graph->nodes())
     if (node->kind() == c10::prim::Constant && node->hasAttribute(c10::attr::value) &&
-        node->kindOf(c10::attr::value) == torch::jit::AttributeKind::t)
-      node->t_(c10::attr::value, node->t(c10::attr::value).detach().clone());
+        node->kindOf(c10::attr::value) == torch::jit::AttributeKind::t) {
+      const auto& t = node->t(c10::attr::value);
+      if (t.defined() && t.numel() > 0) {
+        const auto it = names.find(t.data_ptr());
+        if (it != names.end()) node->output()->setDebugName(it->second);
+      }
+      node->t_(c10::attr::value, t.detach().clone());
+    }
   torch::jit::Inline(*graph);
   torch::jit::ConstantPropagation(graph);
   torch::jit::EliminateDeadCode(graph);
@@ -58,12 +74,48 @@ int64_t fold_batch_norms(std::shared_ptr<torch::jit::Graph>& graph) {
     return n;
   };
   const int64_t before = count();
+  // The folding passes give the convolutions new weight constants: carry the parameter names over.
+  std::vector<std::pair<torch::jit::Node*, std::string>> conv_weights;
+  for (auto* node : graph->nodes())
+    if (node->kind() == c10::Symbol::aten("_convolution") || node->kind() == c10::Symbol::aten("conv2d"))
+      if (node->inputs().size() > 1 && node->input(1)->node()->kind() == c10::prim::Constant &&
+          node->input(1)->hasDebugName())
+        conv_weights.emplace_back(node, node->input(1)->debugNameBase());
   torch::jit::FoldFrozenConvBatchnorm(graph);
   torch::jit::FoldFrozenConvAddOrSub(graph);
   torch::jit::FoldFrozenConvMulOrDiv(graph);
   torch::jit::ConstantPropagation(graph);
   torch::jit::EliminateDeadCode(graph);
+  for (auto& [conv, name] : conv_weights) {
+    auto* w = conv->input(1);
+    if (w->node()->kind() == c10::prim::Constant && (!w->hasDebugName() || w->debugNameBase() != name))
+      w->setDebugName(name);
+  }
   return before - count();
+}
+
+std::string module_of(const torch::jit::Node* node) {
+  // A parameter name "a.b.weight" (a renamed duplicate "a.b.weight.1") -> its module "a.b".
+  auto module_name = [](const torch::jit::Value* v) -> std::string {
+    if (v->node()->kind() != c10::prim::Constant || !v->hasDebugName()) return "";
+    const std::string name = v->debugNameBase();
+    const auto dot = name.rfind('.');
+    return dot == std::string::npos ? "" : name.substr(0, dot);
+  };
+  // Breadth-first through the producers of the node's inputs: the nearest named constant.
+  std::vector<const torch::jit::Node*> frontier{node};
+  std::unordered_set<const torch::jit::Node*> seen{node};
+  while (!frontier.empty()) {
+    std::vector<const torch::jit::Node*> next;
+    for (const auto* n : frontier)
+      for (const auto* in : n->inputs()) {
+        const std::string m = module_name(in);
+        if (!m.empty()) return m;
+        if (seen.insert(in->node()).second) next.push_back(in->node());
+      }
+    frontier = std::move(next);
+  }
+  return "";
 }
 
 GraphRunner::GraphRunner(std::shared_ptr<torch::jit::Graph> graph)

@@ -2,18 +2,21 @@
 #include <featlearn/data/loader.h>
 #include <featlearn/engine/checkpoint.h>
 #include <featlearn/engine/commands.h>
+#include <featlearn/engine/export_onnx.h>
 #include <featlearn/engine/global_config.h>
 #include <featlearn/engine/inference_model.h>
 #include <featlearn/engine/trainer.h>
 #include <featlearn/io/npy.h>
 #include <featlearn/model/distillation_model.h>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <torch/torch.h>
 
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 
 namespace featlearn {
 
@@ -59,7 +62,7 @@ int cmd_eval(const ConfigArgs& args) {
   return 0;
 }
 
-int cmd_export(const ConfigArgs& args) {
+int cmd_export(const ConfigArgs& args, bool write_onnx) {
   Config c = load_config(args);
   const auto root = c.root();
   const auto g = GlobalConfig::parse(root["Global"]);
@@ -121,12 +124,50 @@ int cmd_export(const ConfigArgs& args) {
   CheckpointMeta meta;
   meta.config_yaml = YAML::Dump(spec);
   save_checkpoint((dir / "inference").string(), *exported, nullptr, nullptr, meta);
+  // The ONNX model (docs/deploy.md, "ONNX export"): an architecture it cannot express fails the export
+  // unless --no-onnx; then no model.onnx is left from an earlier export either.
+  std::optional<OnnxExportInfo> onnx;
+  if (write_onnx) {
+    InferenceModel im{spec_cfg};
+    im.model = exported;
+    im.device = device;
+    im.output_key = key;
+    im.add_softmax = exported->infer_add_softmax();
+    im.feature_normalize = g.feature_normalize;
+    im.feature_binarize = g.feature_binarize;
+    onnx = export_onnx(im, g.image_shape, dir.string());
+    spec["onnx"] = onnx->file;
+    spec["onnx_opset"] = onnx->opset;
+    spec["onnx_input"] = onnx->input_name;
+    YAML::Node in_shape(YAML::NodeType::Sequence), out_shape(YAML::NodeType::Sequence);
+    in_shape.push_back("N");
+    for (const auto d : onnx->input_shape) in_shape.push_back(d);
+    out_shape.push_back("N");
+    out_shape.push_back(onnx->output_dim);
+    in_shape.SetStyle(YAML::EmitterStyle::Flow);
+    out_shape.SetStyle(YAML::EmitterStyle::Flow);
+    spec["onnx_input_shape"] = in_shape;
+    spec["onnx_output"] = onnx->output_name;
+    spec["onnx_output_shape"] = out_shape;
+    spec_cfg = Config::from_string(YAML::Dump(spec), "inference.yaml");
+  } else {
+    std::error_code ec;
+    fs::remove(dir / "model.onnx", ec);
+  }
   spec_cfg.save((dir / "inference.yaml").string());
   int64_t nparams = 0;
   for (const auto& p : exported->parameters()) nparams += p.numel();
   fmt::print("Exported {}{} ({} parameters, output '{}'{}, checked on {}) to {}\n", checkpoint_path(*g.pretrained_model),
              distill ? " model " + distill->infer_model_name() : "", nparams, key,
              trained_arch->infer_add_softmax() ? " + softmax" : "", g.device, dir.string());
+  if (onnx)
+    fmt::print("Wrote {} (ONNX opset {}, input '{}' [N, {}] float32, output '{}' [N, {}]; {} BatchNorm folded{})\n",
+               (dir / onnx->file).string(), onnx->opset, onnx->input_name, fmt::join(onnx->input_shape, ", "),
+               onnx->output_name, onnx->output_dim, onnx->folded_batch_norms,
+               onnx->reparameterized_blocks ? fmt::format(", {} blocks re-parameterized", onnx->reparameterized_blocks)
+                                            : std::string());
+  else
+    fmt::print("No ONNX model written (--no-onnx)\n");
   return 0;
 }
 
@@ -136,7 +177,16 @@ InferenceModel InferenceModel::load(const std::string& dir, const std::string& d
   InferenceModel m{Config::load(yaml_path)};
   const auto root = m.spec.root();
   root.check_keys({"format", "format_version", "Arch", "image_shape", "feature_normalize", "feature_binarize",
-                   "transform_ops", "device"});
+                   "transform_ops", "device", "onnx", "onnx_opset", "onnx_input", "onnx_input_shape", "onnx_output",
+                   "onnx_output_shape"});
+  // The ONNX keys describe model.onnx for other runtimes (docs/file-formats.md); featlearn runs the LibTorch
+  // weights, so it only checks that the file they name is there.
+  if (root.has("onnx")) {
+    const auto onnx_file = root.require<std::string>("onnx");
+    if (!fs::exists(fs::path(dir) / onnx_file))
+      root["onnx"].fail(onnx_file + " is missing from " + dir + " (re-run featlearn export)");
+    root.require<int64_t>("onnx_opset");
+  }
   if (root.get<std::string>("format", "") != "featlearn.inference") root.fail("not a featlearn inference spec");
   const auto version = root.require<int64_t>("format_version");
   if (version < 1 || version > kInferenceFormatVersion)
@@ -159,13 +209,17 @@ InferenceModel InferenceModel::load(const std::string& dir, const std::string& d
   return m;
 }
 
+torch::Tensor InferenceModel::outputs(const torch::Tensor& images) const {
+  auto out = model.ptr()->forward(images).get(output_key).flatten(1).to(torch::kFloat32);
+  if (add_softmax) out = torch::softmax(out, 1);
+  if (output_key != "logits") out = postprocess_features(out, feature_normalize, feature_binarize);
+  return out;
+}
+
 torch::Tensor InferenceModel::embed(const torch::Tensor& images) {
   torch::NoGradGuard no_grad;
   if (auto out = embed_with_cpu_graph(images)) return *out;
-  auto out = model->forward(images.to(device)).get(output_key).flatten(1).to(torch::kFloat32);
-  if (add_softmax) out = torch::softmax(out, 1);
-  if (output_key != "logits") out = postprocess_features(out, feature_normalize, feature_binarize);
-  return out.to(torch::kCPU);
+  return outputs(images.to(device)).to(torch::kCPU);
 }
 
 int cmd_extract(const ExtractArgs& args) {

@@ -18,8 +18,9 @@ int cmd_describe(const ConfigArgs& args);
 int cmd_train(const ConfigArgs& args);
 // Evaluate Global.pretrained_model (retrieval or classification) and write output_dir/eval_metrics.json.
 int cmd_eval(const ConfigArgs& args);
-// Write the inference model (no Head unless infer_output_key is logits) to Global.save_inference_dir.
-int cmd_export(const ConfigArgs& args);
+// Write the inference model (no Head unless infer_output_key is logits) to Global.save_inference_dir, and its
+// ONNX form model.onnx unless !write_onnx (`--no-onnx`; docs/deploy.md, "ONNX export").
+int cmd_export(const ConfigArgs& args, bool write_onnx = true);
 
 struct ExtractArgs {
   std::string model_dir;   // an exported inference directory

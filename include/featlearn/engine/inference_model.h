@@ -1,8 +1,10 @@
 // The exported inference model (docs/architecture.md, "File formats"): a directory with
 //   inference.yaml  format: featlearn.inference, format_version, Arch (no Head unless infer_output_key is
 //                   logits; Backbone.pretrained removed), image_shape, feature_normalize, feature_binarize,
-//                   transform_ops (the Eval preprocessing), device (Global.device at export: cpu | gpu)
+//                   transform_ops (the Eval preprocessing), device (Global.device at export: cpu | gpu),
+//                   onnx* (model.onnx's file, opset, input/output names and shapes)
 //   inference.ckpt  the weights (a featlearn checkpoint without optimizer state)
+//   model.onnx      the inference computation as ONNX (docs/deploy.md, "ONNX export")
 // It loads without the training config.
 #pragma once
 #include <featlearn/config/config.h>
@@ -18,8 +20,9 @@ namespace deploy {
 class FrozenForward;
 }
 
-// Version 2 added `device`.
-constexpr int64_t kInferenceFormatVersion = 2;
+// Version 2 added `device`; version 3 the ONNX keys onnx, onnx_opset, onnx_input, onnx_input_shape, onnx_output,
+// onnx_output_shape (present unless exported with --no-onnx; docs/file-formats.md).
+constexpr int64_t kInferenceFormatVersion = 3;
 
 struct InferenceModel {
   Config spec;  // inference.yaml
@@ -35,6 +38,10 @@ struct InferenceModel {
   // [N, C, H, W] preprocessed images -> [N, D] CPU outputs as exported (normalized / softmaxed per the spec),
   // computed on `device`.
   torch::Tensor embed(const torch::Tensor& images);
+  // The computation embed runs (and the ONNX model holds, docs/deploy.md): the model's output_key output
+  // flattened to [N, D] float32, softmaxed with add_softmax, then postprocess_features (normalize / binarize)
+  // unless it is logits. `images` on `device`; the result stays there. Call under NoGradGuard.
+  torch::Tensor outputs(const torch::Tensor& images) const;
 
   // On the CPU, embed runs the model through an optimized frozen graph, traced on first use per image shape
   // (docs/deploy.md, "Fast extraction"); FEATLEARN_EAGER=1 in the environment runs it eager instead. The graph
