@@ -9,6 +9,8 @@
 #include <torch/csrc/jit/serialization/storage_context.h>
 #include <featlearn/common/error.h>
 #include <featlearn/engine/checksum.h>
+#include <featlearn/model/arch.h>
+#include <featlearn/model/stop_layer.h>
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 #include <torch/cuda.h>
@@ -224,9 +226,28 @@ void save_checkpoint(const std::string& prefix, const torch::nn::Module& model, 
   rename_into_place(tmp, path);
 }
 
+std::string paddle_checkpoint_file(const std::string& prefix) {
+  const std::string ext = ".pdparams";
+  if (prefix.size() >= ext.size() && prefix.compare(prefix.size() - ext.size(), ext.size(), ext) == 0) return prefix;
+  if (!fs::exists(checkpoint_path(prefix)) && fs::exists(prefix + ext)) return prefix + ext;
+  return "";
+}
+
 LoadedCheckpoint load_checkpoint(const std::string& prefix, torch::nn::Module& model, torch::nn::Module* loss,
                                  const std::function<void(torch::serialize::InputArchive&)>& load_optimizer,
                                  int rank) {
+  if (const std::string pd = paddle_checkpoint_file(prefix); !pd.empty()) {
+    if (load_optimizer)
+      throw Error(pd + ": a PaddleClas checkpoint: featlearn reads its model weights (.pdparams) but not Paddle's "
+                  "optimizer state (.pdopt), so it cannot resume from it; load the weights with "
+                  "Global.pretrained_model=" + prefix + " and start a new run (Global.checkpoints=null)");
+    if (!fs::exists(pd)) throw Error(pd + ": weights file not found");
+    auto* arch = dynamic_cast<ArchModelImpl*>(&model);
+    load_module_weights(model, pd, pd, arch ? arch->arch_name() : std::string("the model"), "");
+    LoadedCheckpoint out;
+    out.path = pd;
+    return out;
+  }
   const std::string path = checkpoint_path(prefix);
   if (!fs::exists(path)) throw Error(path + ": checkpoint not found (pass the prefix, e.g. output/RecModel/latest)");
   Reader r;
@@ -237,6 +258,7 @@ LoadedCheckpoint load_checkpoint(const std::string& prefix, torch::nn::Module& m
     throw Error(path + ": not a readable featlearn checkpoint (corrupt or foreign file)");
   }
   LoadedCheckpoint out;
+  out.path = path;
   try {
     {
       caffe2::serialize::PyTorchStreamReader reader(path);

@@ -340,8 +340,8 @@ Trainer::Trainer(Config config, Mode mode) : s_(std::make_unique<State>(std::mov
       fmt::print("Resumed from {} (epoch {} done, iteration {})\n", checkpoint_path(*g.checkpoints),
                loaded.meta.epoch, s.optimizer->iteration());
   } else if (g.pretrained_model) {
-    load_checkpoint(*g.pretrained_model, *s.model, nullptr, nullptr);
-    if (s.writer()) fmt::print("Loaded weights from {}\n", checkpoint_path(*g.pretrained_model));
+    const auto loaded = load_checkpoint(*g.pretrained_model, *s.model, nullptr, nullptr);
+    if (s.writer()) fmt::print("Loaded weights from {}\n", loaded.path);
   } else if (mode == Mode::kEval) {
     if (s.writer()) fmt::print("warning: Global.pretrained_model is not set: evaluating a randomly initialized model\n");
   }

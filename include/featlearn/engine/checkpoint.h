@@ -44,12 +44,21 @@ void save_checkpoint(const std::string& prefix, const torch::nn::Module& model, 
                      const CheckpointMeta& meta);
 
 struct LoadedCheckpoint {
+  std::string path;  // the file read: <prefix>.ckpt, or a Paddle <prefix>.pdparams
   CheckpointMeta meta;
   bool has_optimizer = false;
   bool rng_restored = false;
 };
 
-// Restores model (+ loss) tensors strictly (missing or shape-mismatched tensors are errors naming the
+// The PaddleClas weights file `prefix` names, or "" when it names a featlearn checkpoint: `prefix` itself when
+// it ends with .pdparams, else <prefix>.pdparams when it exists and <prefix>.ckpt does not (PaddleClas's
+// pretrained_model / checkpoints take the prefix with or without the suffix).
+std::string paddle_checkpoint_file(const std::string& prefix);
+
+// A Paddle file (paddle_checkpoint_file) loads only the model's weights (load_module_weights: PaddleClas names
+// mapped, docs/file-formats.md "Paddle .pdparams"), with a default `meta`; with `load_optimizer` (a resume)
+// it is an error, as Paddle's .pdopt optimizer state is not read.
+// Otherwise restores model (+ loss) tensors strictly (missing or shape-mismatched tensors are errors naming the
 // parameter). With `load_optimizer`, also calls it with the optimizer sub-archive and restores the RNG state:
 // rank `rank`'s stream (rng_state for rank 0, rng_state.rank<r> otherwise; a rank the writing run did not have
 // keeps its current generator, and `LoadedCheckpoint::rng_restored` is false).
