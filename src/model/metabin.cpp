@@ -1,5 +1,6 @@
 // MetaBIN layers, ResNet50_metabin and MetaBNNeck (see metabin.h; docs/architecture.md, "MetaBIN").
 #include <featlearn/model/metabin.h>
+#include <featlearn/model/pretrained.h>
 
 #include <featlearn/common/error.h>
 
@@ -214,25 +215,8 @@ void register_metabin_models() {
       node["bias_lr_factor"].fail("must be a finite number >= 0");
     auto m = std::make_shared<MetaBinResNetImpl>(o);
     m->config_name = "ResNet50_metabin";
-    const ConfigNode p = node["pretrained"];
-    if (p.defined()) {
-      bool flag = false;
-      if (!p.is_scalar()) p.fail("expected False or a path to a state dict of this model");
-      if (YAML::convert<bool>::decode(p.yaml(), flag)) {
-        if (flag)
-          p.fail("pretrained: True needs a weights file, and featlearn does not download weights; give the path "
-                 "of a state dict with this model's parameter names (e.g. a featlearn checkpoint's backbone) or "
-                 "use pretrained: False");
-      } else {
-        const std::string path = p.as<std::string>();
-        if (path.rfind("http://", 0) == 0 || path.rfind("https://", 0) == 0)
-          p.fail("featlearn does not download weights, and PaddleClas's .pdparams are not a format it reads; "
-                 "give the path of a state dict with this model's parameter names (stem.0.conv.weight, "
-                 "blocks.0.conv0.bn.batch_norm.weight, ...) or use pretrained: False");
-        if (path.empty()) p.fail("empty weights path");
-        m->pretrained_path = path;
-      }
-    }
+    // PaddleClas's ResNet50_metabin starts from its ResNet50 weights for True (model/pretrained.h).
+    m->pretrained_path = resolve_pretrained(node, "ResNet50_pretrained.pdparams", "a state dict of this model");
     return m;
   });
   neck_registry().add("MetaBNNeck", [](const ConfigNode& n) -> NeckPtr {
