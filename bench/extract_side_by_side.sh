@@ -1,20 +1,22 @@
 #!/usr/bin/env bash
 # Feature extraction throughput, `featlearn extract` vs the PyTorch peer (bench/peer_extract.py: torchvision
-# ResNet50, torch DataLoader with PIL decode/resize/normalize, eval + inference_mode, all cores), same JPEGs,
-# same counts, in the same run. PPLCNet_x2_5 has no torchvision peer: featlearn only (eager and graph).
+# ResNet50, torch DataLoader with PIL decode/resize/normalize, eval + inference_mode, all cores) and the exported
+# model.onnx in OpenCV DNN (bench/bench_onnx_opencv.cpp, when built and the export wrote model.onnx), same JPEGs,
+# same counts, in the same run. PPLCNet_x2_5 has no torchvision peer: featlearn (graph and eager) and OpenCV DNN.
 #
 #   bench/extract_side_by_side.sh
 #     Options (environment variables):
 #       COUNT=256      images (the first COUNT of the Emoji-4vendor test list, written as SIZE_JPEG x SIZE_JPEG
 #                      JPEGs, quality 90, so that decode and resize are real work)
 #       SIZE=224  SIZE_JPEG=256  BATCH=32  WORKERS=2 (loader threads / DataLoader workers, both programs)
-#       REPS=2         repetitions, interleaved (featlearn, featlearn eager, peer channels_last, peer contiguous)
+#       REPS=2         repetitions, interleaved (featlearn, featlearn eager, OpenCV DNN, peer channels_last,
+#                      peer contiguous)
 #       MODELS="ResNet50 PPLCNet_x2_5"
 #       IMAGE_ROOT=dataset/emoji_reid  (scripts/quickstart.sh: featlearn prepare-emoji)  BUILD=build
 #       WORK=<build>/bench_results/extract
 # Steps: a config per model (random weights: a 1-epoch train on 8 images, then featlearn export), then for
-# each repetition `featlearn extract` (the optimized CPU graph), the same with FEATLEARN_EAGER=1, and the peer
-# in both memory layouts. Every program reports images/s from the end of its first batch to the end (warm-up
+# each repetition `featlearn extract` (the optimized CPU graph), the same with FEATLEARN_EAGER=1, OpenCV DNN, and
+# the PyTorch peer in both memory layouts (the table compares featlearn with the faster one). Every program reports images/s from the end of its first batch to the end (warm-up
 # and the graph's trace excluded). Prints a table with featlearn / best-peer ratios; writes
 # <WORK>/extract_side_by_side.json.
 set -euo pipefail
@@ -98,6 +100,13 @@ for rep in $(seq 1 "$REPS"); do
     dir="$WORK/model_$arch"
     fl_run "$dir" "featlearn_$arch" | sed "s/}$/, \"arch\": \"$arch\", \"rep\": $rep}/" >> "$results"
     fl_run "$dir" "featlearn_eager_$arch" FEATLEARN_EAGER=1 | sed "s/}$/, \"arch\": \"$arch\", \"rep\": $rep}/" >> "$results"
+    if [[ -x "$build/bench/bench_onnx_opencv" && -f "$dir/model.onnx" ]]; then
+      if out=$("$build/bench/bench_onnx_opencv" "$dir/model.onnx" "$jpg" "$list" "$BATCH" "$SIZE" 2> "$WORK/opencv_$arch.log"); then
+        echo "$out" | sed "s/}$/, \"arch\": \"$arch\", \"rep\": $rep}/" >> "$results"
+      else
+        echo "# OpenCV DNN could not run $dir/model.onnx: $(grep -m1 -o 'ERROR.*' "$WORK/opencv_$arch.log" || tail -1 "$WORK/opencv_$arch.log")"
+      fi
+    fi
     if [[ $arch == ResNet50 ]]; then
       for cl in 1 0; do
         $py "$here/peer_extract.py" --image-root "$jpg" --list "$list" --batch-size "$BATCH" --workers "$WORKERS" \
@@ -128,5 +137,9 @@ for arch in sorted({a for a, _ in best}):
     if peers:
         print(f"{arch}: featlearn / best PyTorch peer = {fl / max(peers):.2f}  (eager featlearn / peer {eager / max(peers):.2f})")
         summary["ratios"][f"{arch}_featlearn_over_peer"] = round(fl / max(peers), 3)
+    cv = max(best.get((arch, "opencv_dnn"), [0]))
+    if cv:
+        print(f"{arch}: featlearn / model.onnx in OpenCV DNN = {fl / cv:.2f}")
+        summary["ratios"][f"{arch}_featlearn_over_opencv_dnn"] = round(fl / cv, 3)
 json.dump(summary, open(sys.argv[2], "w"), indent=1)
 PYEOF
