@@ -11,6 +11,7 @@
 
 #include <torch/torch.h>
 
+#include <filesystem>
 #include <map>
 #include <regex>
 #include <sstream>
@@ -253,8 +254,12 @@ void apply_stop_layer(BackboneImpl& backbone, const std::string& name) {
   sb->stop_path_ = path;
 }
 
-void load_module_weights(torch::nn::Module& root, const std::string& path, const std::string& where,
+void load_module_weights(torch::nn::Module& root, const std::string& path_arg, const std::string& where,
                          const std::string& label, const std::string& torch_hint) {
+  // PaddleClas appends .pdparams to a pretrained path without it; so does featlearn when only that file exists.
+  const std::string path = !std::filesystem::exists(path_arg) && std::filesystem::exists(path_arg + ".pdparams")
+                               ? path_arg + ".pdparams"
+                               : path_arg;
   const bool paddle = is_pdparams_file(path);
   const NamedTensors sd = paddle ? load_pdparams(path) : load_torch_state_dict(path);
   const PaddleNames names(root);

@@ -131,6 +131,12 @@ TEST(PaddleWeights, RecModelCheckpointResNet50FcArcMargin) {
   EXPECT_TRUE(torch::isfinite(out.features).all().item<bool>());
 }
 
+TEST(PaddleWeights, PretrainedPathMayOmitTheSuffix) {
+  const std::string path = pd("pplcnet_x0_25.pdparams");
+  auto bb = build("{name: PPLCNet_x0_25, pretrained: \"" + path.substr(0, path.size() - 9) + "\"}");
+  check_against_expected(*bb, pd("pplcnet_x0_25.expected.json"));
+}
+
 TEST(PaddleWeights, NamesMapBothWaysForResNet) {
   auto bb = build("{name: ResNet50_vd}");
   PaddleNames names(*bb);

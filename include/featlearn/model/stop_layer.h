@@ -129,7 +129,8 @@ void apply_stop_layer(BackboneImpl& backbone, const std::string& name);
 // Copies the weights file `path` into `root` (a backbone, a RecModel, ...): every parameter and buffer must be
 // present with the same shape; keys of modules removed by a stop layer are ignored; any other extra key is an
 // error. The file is a torch.save state dict (featlearn names), or a Paddle .pdparams (is_pdparams_file:
-// PaddleClas names, mapped and transposed by PaddleNames; num_batches_tracked keeps its value). Errors start
+// PaddleClas names, mapped and transposed by PaddleNames; num_batches_tracked keeps its value); as in
+// PaddleClas, `path` may omit the .pdparams suffix. Errors start
 // with `where`, call the model `label`, name every missing / unexpected / mis-shaped tensor (both shapes) and,
 // for torch files, suggest `torch_hint` (a torchvision file name; may be empty).
 void load_module_weights(torch::nn::Module& root, const std::string& path, const std::string& where,
