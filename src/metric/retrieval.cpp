@@ -1,3 +1,4 @@
+#include <featlearn/metric/per_query.h>
 #include <featlearn/metric/retrieval.h>
 
 #include <ATen/Parallel.h>
@@ -286,21 +287,12 @@ void check_features(const torch::Tensor& f, const char* what) {
       throw Error(std::string(what) + ": features contain NaN or Inf (did training diverge?)");
 }
 
-}  // namespace
-
-MetricValues evaluate_retrieval(const MetricSet& metrics, const torch::Tensor& query_feats,
-                                const torch::Tensor& query_labels, const torch::Tensor& query_camids,
-                                const torch::Tensor& gallery_feats, const torch::Tensor& gallery_labels,
-                                const torch::Tensor& gallery_camids, const RetrievalOptions& options) {
-  return evaluate_retrieval(metrics, query_feats, query_labels, query_camids, gallery_feats, gallery_labels,
-                            gallery_camids, options, nullptr);
-}
-
-MetricValues evaluate_retrieval(const MetricSet& metrics, const torch::Tensor& query_feats,
-                                const torch::Tensor& query_labels, const torch::Tensor& query_camids,
-                                const torch::Tensor& gallery_feats, const torch::Tensor& gallery_labels,
-                                const torch::Tensor& gallery_camids, const RetrievalOptions& options,
-                                RetrievalStats* stats) {
+// evaluate_retrieval, also giving each query's outcome when `outcomes` is not null.
+MetricValues evaluate_impl(const MetricSet& metrics, const torch::Tensor& query_feats,
+                           const torch::Tensor& query_labels, const torch::Tensor& query_camids,
+                           const torch::Tensor& gallery_feats, const torch::Tensor& gallery_labels,
+                           const torch::Tensor& gallery_camids, const RetrievalOptions& options, RetrievalStats* stats,
+                           std::vector<QueryOutcome>* outcomes) {
   if (metrics.has_classification())
     throw Error("TopkAcc is a classification metric; use it with Global.eval_mode: classification, or list "
                 "retrieval metrics (Recallk, mAP, mINP, Precisionk) under Metric.Eval");
@@ -375,6 +367,17 @@ MetricValues evaluate_retrieval(const MetricSet& metrics, const torch::Tensor& q
     });
   }
 
+  if (outcomes) {
+    outcomes->assign(static_cast<size_t>(Q), QueryOutcome{});
+    for (int64_t r = 0; r < Q; ++r) {
+      const RowResult& x = results[r];
+      auto& o = (*outcomes)[r];
+      o.valid = x.valid;
+      o.ap = x.valid ? x.ap : std::numeric_limits<double>::quiet_NaN();
+      o.first_rank = x.valid ? x.first_rank + 1 : 0;
+      o.num_matches = x.num_pos;
+    }
+  }
   // Reduce in query order (deterministic for any block size and thread count).
   int64_t valid = 0, excluded = 0;
   double ap_sum = 0.0, inp_sum = 0.0;
@@ -418,6 +421,40 @@ MetricValues evaluate_retrieval(const MetricSet& metrics, const torch::Tensor& q
     }
   }
   return out;
+}
+
+}  // namespace
+
+MetricValues evaluate_retrieval(const MetricSet& metrics, const torch::Tensor& query_feats,
+                                const torch::Tensor& query_labels, const torch::Tensor& query_camids,
+                                const torch::Tensor& gallery_feats, const torch::Tensor& gallery_labels,
+                                const torch::Tensor& gallery_camids, const RetrievalOptions& options) {
+  return evaluate_impl(metrics, query_feats, query_labels, query_camids, gallery_feats, gallery_labels,
+                       gallery_camids, options, nullptr, nullptr);
+}
+
+MetricValues evaluate_retrieval(const MetricSet& metrics, const torch::Tensor& query_feats,
+                                const torch::Tensor& query_labels, const torch::Tensor& query_camids,
+                                const torch::Tensor& gallery_feats, const torch::Tensor& gallery_labels,
+                                const torch::Tensor& gallery_camids, const RetrievalOptions& options,
+                                RetrievalStats* stats) {
+  return evaluate_impl(metrics, query_feats, query_labels, query_camids, gallery_feats, gallery_labels,
+                       gallery_camids, options, stats, nullptr);
+}
+
+std::vector<QueryOutcome> retrieval_outcomes(const torch::Tensor& query_feats, const torch::Tensor& query_labels,
+                                             const torch::Tensor& query_camids, const torch::Tensor& gallery_feats,
+                                             const torch::Tensor& gallery_labels, const torch::Tensor& gallery_camids,
+                                             const RetrievalOptions& options, bool descending) {
+  MetricSpec map;
+  map.kind = MetricSpec::Kind::kMAP;
+  map.descending = descending;
+  MetricSet one;
+  one.add(map);
+  std::vector<QueryOutcome> outcomes;
+  evaluate_impl(one, query_feats, query_labels, query_camids, gallery_feats, gallery_labels, gallery_camids, options,
+                nullptr, &outcomes);
+  return outcomes;
 }
 
 // ---------------------------------------------------------------------------------------------------------
