@@ -12,7 +12,7 @@ WITH_TESTS=0
 if [ "${1:-}" = "--with-tests" ]; then WITH_TESTS=1; shift; fi
 FUZZ_SECONDS=${1:-${FUZZ_SECONDS:-20}}
 SAN_DIR=${SAN_BUILD_DIR:-build-san}
-TARGETS=${FUZZ_TARGETS:-config lists image ckpt pth npy index serve}
+TARGETS=${FUZZ_TARGETS:-config lists image ckpt pth pdparams npy index serve}
 NPROC=$(nproc)  # before OMP_NUM_THREADS=1 below, which GNU nproc honours
 JOBS=${FUZZ_JOBS:-$NPROC}
 # The unit tests run under the sanitizers (the suites with parsers and file formats; see docs/testing.md).

@@ -1,7 +1,8 @@
-// Targets `ckpt`, `pth` and `npy`: the binary files featlearn reads (docs/testing.md).
+// Targets `ckpt`, `pth`, `pdparams` and `npy`: the binary files featlearn reads (docs/testing.md).
 //   ckpt  a .ckpt checkpoint, loaded as `featlearn train` resumes (model + CenterLoss + optimizer state + RNG
 //         state, engine/checkpoint.h) and as Global.pretrained_model loads (model only).
 //   pth   a torch.save'd state dict (io/state_dict.h: zip or legacy pickle).
+//   pdparams  a paddle.save'd state dict (io/pdparams.h: a pickle of numpy arrays).
 //   npy   a .npy array (io/npy.h).
 // The input is the file itself. Seeds: FEATLEARN_FUZZ_WRITE_SEEDS (fuzz_main.cpp) for ckpt and npy,
 // tests/fuzz/make_pth_seeds.py for pth.
@@ -10,6 +11,7 @@
 #include <featlearn/config/config.h>
 #include <featlearn/engine/checkpoint.h>
 #include <featlearn/io/npy.h>
+#include <featlearn/io/pdparams.h>
 #include <featlearn/io/state_dict.h>
 #include <featlearn/loss/loss.h>
 #include <featlearn/optim/optimizer.h>
@@ -112,6 +114,18 @@ void pth_run(const uint8_t* data, size_t size) {
   write_file(path, data, size);
   expect_user_errors("load_torch_state_dict", [&] {
     for (const auto& kv : load_torch_state_dict(path)) touch(kv.second);
+  });
+}
+
+void pdparams_init() {}
+
+void pdparams_run(const uint8_t* data, size_t size) {
+  using namespace files_target;
+  reset_scratch();
+  const std::string path = scratch_dir() + "/fuzz.pdparams";
+  write_file(path, data, size);
+  expect_user_errors("load_pdparams", [&] {
+    for (const auto& kv : load_pdparams(path)) touch(kv.second);
   });
 }
 

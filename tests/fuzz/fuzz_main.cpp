@@ -35,6 +35,8 @@ void ckpt_run(const uint8_t*, size_t);
 void ckpt_write_seeds(const std::string&);
 void pth_init();
 void pth_run(const uint8_t*, size_t);
+void pdparams_init();
+void pdparams_run(const uint8_t*, size_t);
 void npy_init();
 void npy_run(const uint8_t*, size_t);
 void npy_write_seeds(const std::string&);
@@ -51,6 +53,7 @@ const std::vector<Target>& targets() {
       {"image", image_init, image_run, image_write_seeds},
       {"ckpt", ckpt_init, ckpt_run, ckpt_write_seeds},
       {"pth", pth_init, pth_run, nullptr},
+      {"pdparams", pdparams_init, pdparams_run, nullptr},
       {"npy", npy_init, npy_run, npy_write_seeds},
       {"index", index_init, index_run, index_write_seeds},
       {"serve", serve_init, serve_run, nullptr},
