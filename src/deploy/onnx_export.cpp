@@ -600,6 +600,19 @@ class Converter {
     if (node->inputs().size() > 4 && !is_none(node->input(4))) fail("norm with a dtype");
     const double p = number_of(node->input(1));
     if (p != 2.0 && p != 1.0) fail("norm with p other than 1 or 2");
+    const auto sizes = static_sizes(node->input(0));
+    if (sizes.size() == 2 && bool_of(node->input(3)) && axes(node->input(2), node->input(0)) == std::vector<int64_t>{1}) {
+      // The norm of [N, D] features (F.normalize) as a product with a column of ones, the form OpenCV 4.6 reads
+      // (its ReduceL2 loses a dynamic batch): sqrt((x·x) 1) or |x| 1.
+      const std::string x = tensor(node->input(0));
+      const std::string terms = p == 2.0 ? emit1("Mul", {x, x}) : emit1("Abs", {x});
+      onnx::NodeProto* gemm = nullptr;
+      const std::string sum = emit1("Gemm", {terms, initializer(torch::ones({1, sizes[1]}), "ones")}, &gemm);
+      attr(gemm, "transB", int64_t{1});
+      if (p == 2.0) output("Sqrt", {sum});
+      else bind(sum);
+      return;
+    }
     auto* n = output(p == 2.0 ? "ReduceL2" : "ReduceL1", {tensor(node->input(0))});
     attr(n, "axes", axes(node->input(2), node->input(0)));
     attr(n, "keepdims", int64_t{bool_of(node->input(3)) ? 1 : 0});
