@@ -143,7 +143,9 @@ void transfer(const std::string& first_url, const std::string& part, const Downl
     cli.set_connection_timeout(o.connect_timeout_s, 0);
     cli.set_read_timeout(o.read_timeout_s, 0);
     cli.set_write_timeout(o.read_timeout_s, 0);
-    httplib::Headers headers;
+    // The exact bytes: with a compressed transfer neither Content-Length nor a Range offset would count them.
+    cli.set_decompress(false);
+    httplib::Headers headers{{"Accept-Encoding", "identity"}};
     if (have > 0) headers.emplace("Range", "bytes=" + std::to_string(have) + "-");
 
     int status = 0;
@@ -212,7 +214,15 @@ void transfer(const std::string& first_url, const std::string& part, const Downl
       throw Failure{fmt::format("HTTP status {}{}", status, reason.empty() ? "" : " " + reason)};
     if (!res) {
       if (progress) progress->update(done, total, true);
-      throw Failure{httplib::to_string(res.error()) + (done > 0 ? fmt::format(" after {} of {} (kept in {}; the "
+      const httplib::Error err = res.error();
+      const std::string why =
+          err == httplib::Error::Connection
+              ? fmt::format("cannot connect to {} (Connection error: offline, unknown host, refused, or no answer "
+                            "within {} s)",
+                            u.origin, o.connect_timeout_s)
+          : err == httplib::Error::Read ? std::string("the connection broke while reading (Read error)")
+                                        : httplib::to_string(err) + " error";
+      throw Failure{why + (done > 0 ? fmt::format(" after {} of {} (kept in {}; the "
                                                                               "next run resumes it)",
                                                                               mib(done), total > 0 ? mib(total) : "?",
                                                                               part)

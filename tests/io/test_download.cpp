@@ -144,8 +144,10 @@ TEST(DownloadUrls, MirrorFragmentAndFileName) {
 TEST_F(Download, CachesAndReusesWithoutNetwork) {
   LocalServer s;
   const std::string data = payload();
-  s.srv.Get("/w/file.bin", [&](const httplib::Request&, httplib::Response& res) {
+  std::string encoding;
+  s.srv.Get("/w/file.bin", [&](const httplib::Request& req, httplib::Response& res) {
     ++s.requests;
+    encoding = req.get_header_value("Accept-Encoding");
     res.set_content(data, "application/octet-stream");
   });
   const std::string dest = path("cache/weights/file.bin");  // directories are created
@@ -153,6 +155,7 @@ TEST_F(Download, CachesAndReusesWithoutNetwork) {
   o.size = static_cast<int64_t>(data.size());
   download_file(s.url("/w/file.bin"), dest, o);
   EXPECT_EQ(s.requests.load(), 1);
+  EXPECT_EQ(encoding, "identity");  // no compressed transfer: lengths and Range offsets count the file's bytes
   EXPECT_EQ(read_all(dest), data);
   EXPECT_FALSE(fs::exists(dest + ".part"));
   // The second call finds the file and does not contact the server (stopped here: any request would fail).
