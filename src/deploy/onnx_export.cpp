@@ -376,7 +376,31 @@ class Converter {
       output("Sub", {tensor(in(1)), a});
       return;
     }
-    if (kind == "aten::mul") return unary_binary("Mul");
+    if (kind == "aten::mul") {
+      // A [N, C, 1, 1] gate times [N, C, H, W] (squeeze-and-excitation): the gate is repeated to H x W first
+      // (nearest Resize, an exact copy), because OpenCV 4.6 does not broadcast two computed tensors.
+      const auto a = static_sizes(in(0)), b = static_sizes(in(1));
+      if (!is_constant(in(0)) && !is_constant(in(1)) && a.size() == 4 && b.size() == 4 && a != b) {
+        const bool b_gate = b[2] == 1 && b[3] == 1 && a[1] == b[1];
+        const bool a_gate = a[2] == 1 && a[3] == 1 && a[1] == b[1];
+        if (b_gate || a_gate) {
+          const auto& full = b_gate ? a : b;
+          const std::string gate = tensor(b_gate ? in(1) : in(0)), x = tensor(b_gate ? in(0) : in(1));
+          onnx::NodeProto* r = nullptr;
+          const std::string repeated =
+              emit1("Resize", {gate, initializer(torch::zeros({0}), "roi"),
+                               initializer(torch::tensor({1.0f, 1.0f, static_cast<float>(full[2]),
+                                                          static_cast<float>(full[3])}), "scales")}, &r);
+          auto* mode = r->add_attribute();
+          mode->set_name("mode");
+          mode->set_type(onnx::AttributeProto::STRING);
+          mode->set_s("nearest");
+          output("Mul", {x, repeated});
+          return;
+        }
+      }
+      return unary_binary("Mul");
+    }
     if (kind == "aten::div") {
       if (node->inputs().size() > 2 && !is_none(in(2))) fail("div with a rounding mode");
       return unary_binary("Div");

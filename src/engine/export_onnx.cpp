@@ -33,10 +33,24 @@ OnnxExportInfo export_onnx(InferenceModel& m, const std::vector<int64_t>& image_
   auto fn = [&](const torch::Tensor& x) { return m.outputs(x); };
   auto graph = deploy::trace_frozen(fn, *m.model, probe);
   info.folded_batch_norms = deploy::fold_batch_norms(graph);
+  deploy::OnnxExportOptions options;
+  options.output_name = m.output_key == "logits" ? "logits" : "features";
+  const auto backbone = m.spec.root()["Arch"]["Backbone"];
+  options.doc = "featlearn inference model" +
+                (backbone.defined() ? " (" + backbone.get<std::string>("name", "") + ")" : std::string());
+  // Converted first: an operation without ONNX form is reported by name before anything else.
+  const auto model = deploy::graph_to_onnx(*graph, options);
   {
     // The folded graph computes what the model computes (on a batch other than the traced one).
     const auto x = torch::rand({3, image_shape[0], image_shape[1], image_shape[2]});
-    const auto eager = fn(x), traced = deploy::GraphRunner(graph)(x);
+    const auto eager = fn(x);
+    torch::Tensor traced;
+    try {
+      traced = deploy::GraphRunner(graph)(x);
+    } catch (const std::exception& e) {
+      throw Error(std::string("ONNX export: the traced graph fails on a batch of 3 (traced with 2): it depends on the "
+                              "batch size (") + e.what() + ")");
+    }
     if (!eager.sizes().equals(traced.sizes()))
       throw Error("ONNX export: the traced graph depends on the batch size (write the model's reshapes with "
                   "x.size(0))");
@@ -46,12 +60,6 @@ OnnxExportInfo export_onnx(InferenceModel& m, const std::vector<int64_t>& image_
                   std::to_string(info.max_abs_diff) + ")");
     info.output_dim = eager.size(1);
   }
-  deploy::OnnxExportOptions options;
-  options.output_name = m.output_key == "logits" ? "logits" : "features";
-  const auto backbone = m.spec.root()["Arch"]["Backbone"];
-  options.doc = "featlearn inference model" +
-                (backbone.defined() ? " (" + backbone.get<std::string>("name", "") + ")" : std::string());
-  const auto model = deploy::graph_to_onnx(*graph, options);
   deploy::check_onnx(model);
   deploy::save_onnx(model, (std::filesystem::path(dir) / info.file).string());
   info.opset = deploy::kOnnxOpset;

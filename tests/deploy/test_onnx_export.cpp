@@ -306,3 +306,56 @@ TEST(OnnxExport, ExportCommandWritesOnnxAndInferenceKeys) {
   EXPECT_NO_THROW(InferenceModel::load(out.string()));
   fs::remove_all(dir);
 }
+
+namespace {
+// A graph of `fn` over a conv (so every op has a module) to ONNX, run in OpenCV on batch 3: max abs diff.
+double small_graph_diff(const std::function<torch::Tensor(const torch::Tensor&)>& fn, torch::nn::Module& module,
+                        const std::string& name) {
+  torch::manual_seed(2);
+  const auto x = torch::randn({3, 4, 8, 8});
+  auto graph = deploy::trace_frozen(fn, module, x.slice(0, 0, 2));
+  deploy::fold_batch_norms(graph);
+  const auto model = deploy::graph_to_onnx(*graph);
+  deploy::check_onnx(model);
+  const auto dir = temp_dir(name);
+  deploy::save_onnx(model, (dir / "model.onnx").string());
+  torch::NoGradGuard no_grad;
+  const auto expected = fn(x);
+  torch::Tensor got;
+  try {
+    got = run_opencv(dir / "model.onnx", x);
+  } catch (const cv::Exception& e) {
+    ADD_FAILURE() << name << ": OpenCV: " << e.what();
+    return 1e9;
+  }
+  fs::remove_all(dir);
+  EXPECT_EQ(got.sizes(), expected.sizes()) << name;
+  return got.sizes() == expected.sizes() ? (got - expected).abs().max().item<double>() : 1e9;
+}
+struct ConvNet : torch::nn::Module {
+  torch::nn::Conv2d conv{nullptr}, conv2{nullptr};
+  ConvNet() {
+    conv = register_module("conv", torch::nn::Conv2d(torch::nn::Conv2dOptions(4, 4, 3).padding(1)));
+    conv2 = register_module("conv2", torch::nn::Conv2d(torch::nn::Conv2dOptions(4, 4, 1)));
+  }
+};
+}  // namespace
+
+TEST(OnnxExport, ActivationsAndGatesParityInOpenCV) {
+  ConvNet net;
+  auto c = [&](const torch::Tensor& x) { return net.conv->forward(x); };
+  EXPECT_LE(small_graph_diff([&](const torch::Tensor& x) { return torch::hardswish(c(x)).flatten(1); }, net, "hswish"), 1e-5);
+  EXPECT_LE(small_graph_diff([&](const torch::Tensor& x) { return torch::hardsigmoid(c(x)).flatten(1); }, net, "hsig"), 1e-5);
+  EXPECT_LE(small_graph_diff([&](const torch::Tensor& x) { return torch::clamp(c(x) * 0.2 + 0.5, 0, 1).flatten(1); }, net,
+                             "clamp01"), 1e-5);
+  EXPECT_LE(small_graph_diff([&](const torch::Tensor& x) { return torch::relu6(c(x)).flatten(1); }, net, "relu6"), 1e-5);
+  // SE gate: [N, C, H, W] · [N, C, 1, 1]
+  EXPECT_LE(small_graph_diff(
+                [&](const torch::Tensor& x) {
+                  auto y = c(x);
+                  auto s = torch::sigmoid(net.conv2->forward(torch::adaptive_avg_pool2d(y, {1, 1})));
+                  return (y * s).flatten(1);
+                },
+                net, "se"),
+            1e-5);
+}
