@@ -73,7 +73,7 @@ int cmd_export(const ConfigArgs& args, bool write_onnx) {
   // Of a DistillationModel only the infer_model_name model is exported, with the DistillationModel's
   // infer_output_key / infer_add_softmax (as PaddleClas's export).
   ArchModelPtr trained_arch = build_arch(root["Arch"], g.image_shape);
-  load_checkpoint(*g.pretrained_model, *trained_arch, nullptr, nullptr);
+  const std::string weights_file = load_checkpoint(*g.pretrained_model, *trained_arch, nullptr, nullptr).path;
   RecModelImpl* trained = &trained_arch->infer_model();
   const auto* distill = dynamic_cast<const DistillationModelImpl*>(trained_arch.get());
 
@@ -157,7 +157,7 @@ int cmd_export(const ConfigArgs& args, bool write_onnx) {
   spec_cfg.save((dir / "inference.yaml").string());
   int64_t nparams = 0;
   for (const auto& p : exported->parameters()) nparams += p.numel();
-  fmt::print("Exported {}{} ({} parameters, output '{}'{}, checked on {}) to {}\n", checkpoint_path(*g.pretrained_model),
+  fmt::print("Exported {}{} ({} parameters, output '{}'{}, checked on {}) to {}\n", weights_file,
              distill ? " model " + distill->infer_model_name() : "", nparams, key,
              trained_arch->infer_add_softmax() ? " + softmax" : "", g.device, dir.string());
   if (onnx)
