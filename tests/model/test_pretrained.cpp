@@ -3,6 +3,7 @@
 #include <featlearn/config/config.h>
 #include <featlearn/io/download.h>
 #include <featlearn/io/state_dict.h>
+#include <featlearn/model/module_base.h>
 #include <featlearn/model/pretrained.h>
 #include <featlearn/model/stop_layer.h>
 
@@ -135,6 +136,8 @@ TEST(PretrainedTable, UrlsEndInTheirFileAndChecksumsAreHex) {
 // Each backbone that takes `pretrained` names a recorded file for True: the request reaches the mirror at the
 // recorded path (404 there), and the error says which URL failed and where to put the file.
 TEST(PretrainedTable, EveryBackboneWithPretrainedTrueHasARecordedUrl) {
+  register_builtin_models();  // the registry is filled on first use: this test may run alone (ctest)
+  ASSERT_GT(backbone_registry().names().size(), 20u);
   MirrorServer m;
   const std::map<std::string, std::string> expected = {
       {"ResNet50", "/models/resnet50-0676ba61.pth"},
