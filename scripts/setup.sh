@@ -10,7 +10,7 @@ PKGS=(build-essential cmake ninja-build pkg-config
       libspdlog-dev libfmt-dev zlib1g-dev
       libcpp-httplib-dev libssl-dev libsqlite3-dev libxxhash-dev libonnx-dev libprotobuf-dev protobuf-compiler libcrcutil-dev
       libgtest-dev libgmock-dev libbenchmark-dev clang llvm
-      librsvg2-bin curl
+      librsvg2-bin curl chromium   # chromium: the report's headless browser test
       python3-torch python3-torchvision    # python: test fixtures and side-by-side peers only
       python3-pil python3-numpy python3-protobuf python3-crc32c python3-faiss python3-fastapi python3-uvicorn python3-uvloop hey)
 

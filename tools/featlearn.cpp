@@ -35,6 +35,17 @@ int main(int argc, char** argv) {
   bool no_onnx = false;
   exp->add_flag("--no-onnx", no_onnx, "write the LibTorch model only, no model.onnx");
 
+  featlearn::ReportArgs rp;
+  auto* report = app.add_subcommand(
+      "report", "Self-contained HTML report: curves, metrics, CMC, ranked retrieval grids (docs/report.md)");
+  report->add_option("run_dir", rp.run_dir, "a training's output_dir (its config.yaml and best_model, else latest)");
+  report->add_option("-c,--config", rp.cfg.config, "config instead of run_dir (with -o Global.pretrained_model=...)");
+  report->add_option("-o,--override", rp.cfg.overrides, "Key.sub=value override (repeatable)")->take_all();
+  report->add_option("--out", rp.out, "HTML file (default <Global.output_dir>/report.html)");
+  report->add_option("--queries", rp.queries, "queries per grid: worst, random and best by AP")->capture_default_str();
+  report->add_option("--topk", rp.topk, "gallery images shown per query")->capture_default_str();
+  report->add_option("--seed", rp.seed, "which queries are the random ones")->capture_default_str();
+
   featlearn::ExtractArgs ex;
   auto* extract = app.add_subcommand("extract", "Embed the images of a list with an exported model");
   extract->add_option("--model", ex.model_dir, "exported inference directory")->required();
@@ -133,6 +144,7 @@ int main(int argc, char** argv) {
     if (*eval) return featlearn::cmd_eval(cfg_args);
     if (*exp) return featlearn::cmd_export(cfg_args, !no_onnx);
     if (*extract) return featlearn::cmd_extract(ex);
+    if (*report) return featlearn::cmd_report(rp);
     if (*bench) return featlearn::cmd_bench_data(cfg_args, bench_iters, bench_workers);
     if (*prep) return featlearn::cmd_prepare_emoji(emoji_out, emoji_cache);
     if (*ibuild) return featlearn::cmd_index_build(ib);

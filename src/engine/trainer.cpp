@@ -549,12 +549,13 @@ FeatureSet extract_features(RecModelImpl& model, DataLoader& loader, const Globa
   auto rows = gather_in_dataset_order(
       pg,
       {cat(feats, torch::zeros({0, dim})), cat(labels, torch::zeros({0}, torch::kInt64)),
-       cat(camids, torch::zeros({0}, torch::kInt64))},
+       cat(camids, torch::zeros({0}, torch::kInt64)), cat(indices, torch::zeros({0}, torch::kInt64))},
       cat(indices, torch::zeros({0}, torch::kInt64)), static_cast<int64_t>(loader.dataset().size()));
   if (rows[0].size(0) == 0) throw Error("an evaluation set yields no images");
   fs.features = postprocess_features(rows[0], g.feature_normalize, g.feature_binarize);
   fs.labels = rows[1];
   fs.camids = rows[2];
+  fs.indices = rows[3].to(torch::kInt64);
   if ((fs.camids < 0).all().item<bool>()) fs.camids = torch::Tensor();  // dataset without cameras
   return fs;
 }
@@ -606,6 +607,44 @@ MetricValues evaluate_adaface(RecModelImpl& model, DataLoader& loader, torch::De
 }
 }  // namespace
 
+RetrievalSets Trainer::retrieval_sets() {
+  auto& s = *s_;
+  if (s.g.eval_mode != "retrieval")
+    throw Error(fmt::format("Global.eval_mode is {}: ranked retrieval needs eval_mode retrieval", s.g.eval_mode));
+  if (!s.eval_query) throw Error("the config has no DataLoader.Eval section to evaluate");
+  RetrievalSets sets;
+  auto paths = [](const DataLoader& loader, const FeatureSet& f) {
+    std::vector<std::string> p;
+    const auto idx = f.indices.contiguous();
+    const int64_t* i = idx.data_ptr<int64_t>();
+    for (int64_t r = 0; r < idx.size(0); ++r) p.push_back(loader.dataset().path(static_cast<size_t>(i[r])));
+    return p;
+  };
+  sets.query = extract_features(s.model->infer_model(), *s.eval_query, s.g, s.device, s.pg);
+  sets.query_paths = paths(*s.eval_query, sets.query);
+  sets.gallery_is_query = !s.eval_gallery;
+  if (s.eval_gallery) {
+    sets.gallery = extract_features(s.model->infer_model(), *s.eval_gallery, s.g, s.device, s.pg);
+    sets.gallery_paths = paths(*s.eval_gallery, sets.gallery);
+  } else {
+    sets.gallery = sets.query;
+    sets.gallery_paths = sets.query_paths;
+  }
+  return sets;
+}
+
+const MetricSet& Trainer::metrics() const {
+  if (!s_->metrics) throw Error("the config has no Metric.Eval section");
+  return *s_->metrics;
+}
+
+RetrievalOptions Trainer::retrieval_options() const {
+  RetrievalOptions opt;
+  opt.block_size = s_->g.sim_block_size;
+  opt.re_ranking = s_->g.re_ranking;
+  return opt;
+}
+
 MetricValues Trainer::evaluate(int64_t epoch) {
   auto& s = *s_;
   const auto& g = s.g;
@@ -614,13 +653,11 @@ MetricValues Trainer::evaluate(int64_t epoch) {
   if (g.eval_mode == "adaface") {
     values = evaluate_adaface(s.model->infer_model(), *s.eval_query, s.device, s.pg);
   } else if (g.eval_mode == "retrieval") {
-    FeatureSet q = extract_features(s.model->infer_model(), *s.eval_query, g, s.device, s.pg);
-    FeatureSet gal = s.eval_gallery ? extract_features(s.model->infer_model(), *s.eval_gallery, g, s.device, s.pg) : q;
-    RetrievalOptions opt;
-    opt.block_size = g.sim_block_size;
-    opt.re_ranking = g.re_ranking;
+    const RetrievalSets sets = retrieval_sets();
+    const FeatureSet& q = sets.query;
+    const FeatureSet& gal = sets.gallery;
     values = evaluate_retrieval(*s.metrics, q.features.cpu(), q.labels, q.camids, gal.features.cpu(), gal.labels,
-                                gal.camids, opt);
+                                gal.camids, retrieval_options());
   } else {
     torch::NoGradGuard no_grad;
     s.model->eval();

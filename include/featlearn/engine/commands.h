@@ -33,6 +33,22 @@ struct ExtractArgs {
 };
 int cmd_extract(const ExtractArgs& args);
 
+// `featlearn report` (docs/report.md): evaluates the model once on DataLoader.Eval and writes one self-contained
+// HTML page (training curves, metrics, CMC, similarity histograms, ranked grids of the worst / random / best
+// queries, the config and the model). Either `cfg` (-c, -o Global.pretrained_model=...) or `run_dir`: a
+// training's output_dir, read through its config.yaml and <Arch.name>/best_model (else latest).
+struct ReportArgs {
+  ConfigArgs cfg;
+  std::string run_dir;
+  std::string out;       // default <Global.output_dir>/report.html
+  int64_t queries = 8;   // queries per grid (worst, random, best)
+  int64_t topk = 10;     // gallery images per query
+  uint64_t seed = 0;     // which queries are "random"
+};
+// Returns the path written.
+std::string write_report(const ReportArgs& args);
+int cmd_report(const ReportArgs& args);
+
 // Images/s of the Train loader alone (workers > 0 overrides loader.num_workers).
 int cmd_bench_data(const ConfigArgs& args, int64_t iters, int workers);
 // Download (npm pack) and build the Emoji-4vendor ReID benchmark.

@@ -8,8 +8,22 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace featlearn {
+
+// Extracts features [N, D] (normalized/binarized per Global) plus labels and camids for one eval set.
+struct FeatureSet {
+  torch::Tensor features, labels, camids;
+  torch::Tensor indices;  // the dataset index of each row (rows are in loader order, or dataset order with ranks)
+};
+
+// A retrieval evaluation's inputs, in dataset order: what `featlearn report` ranks (docs/report.md).
+struct RetrievalSets {
+  FeatureSet query, gallery;
+  std::vector<std::string> query_paths, gallery_paths;  // full image paths, one per row
+  bool gallery_is_query = false;  // DataLoader.Eval has one set, used as both (leave-one-out)
+};
 
 class Trainer {
  public:
@@ -23,6 +37,11 @@ class Trainer {
   MetricValues train(int64_t stop_after_epoch = -1);
   // Evaluates the current model on DataLoader.Eval; `epoch` only labels the log line.
   MetricValues evaluate(int64_t epoch = 0);
+  // The features evaluate() scores in Global.eval_mode retrieval (one pass over the eval sets, no metrics).
+  RetrievalSets retrieval_sets();
+  // Metric.Eval and the retrieval protocol (Global.sim_block_size, re_ranking) evaluate() uses.
+  const MetricSet& metrics() const;
+  RetrievalOptions retrieval_options() const;
   // Writes metrics to output_dir/eval_metrics.json and prints them as a table.
   void report(const MetricValues& metrics) const;
 
@@ -35,11 +54,6 @@ class Trainer {
   void evaluate_and_keep_best(int64_t epoch);
   struct State;
   std::unique_ptr<State> s_;
-};
-
-// Extracts features [N, D] (normalized/binarized per Global) plus labels and camids for one eval set.
-struct FeatureSet {
-  torch::Tensor features, labels, camids;
 };
 
 // Global.feature_normalize / feature_binarize applied to [N, D] features; shared by eval and the exported
