@@ -4,7 +4,7 @@
 #
 #   bench/serve_side_by_side.sh
 #     Options (environment variables):
-#       MODEL_DIR=inference/emoji_r18     exported model (scripts/quickstart.sh makes it)
+#       MODEL_DIR=output/emoji_r18/inference     exported model (scripts/quickstart.sh makes it)
 #       IMAGE_ROOT=dataset/emoji_reid  GALLERY_LIST=$IMAGE_ROOT/test_list.txt   gallery (path label ... lines)
 #       SYNTHETIC=auto   1: make a small synthetic gallery and a 1-epoch model (for testing; also used when
 #                        MODEL_DIR or the gallery is missing and SYNTHETIC=auto)
@@ -33,7 +33,7 @@ py=/usr/bin/python3
 command -v hey > /dev/null || { echo "serve_side_by_side: hey not found (apt-get install -y hey)" >&2; exit 1; }
 command -v curl > /dev/null || { echo "serve_side_by_side: curl not found" >&2; exit 1; }
 
-MODEL_DIR=${MODEL_DIR:-$root/inference/emoji_r18}
+MODEL_DIR=${MODEL_DIR:-$root/output/emoji_r18/inference}
 IMAGE_ROOT=${IMAGE_ROOT:-$root/dataset/emoji_reid}
 GALLERY_LIST=${GALLERY_LIST:-$IMAGE_ROOT/test_list.txt}
 SYNTHETIC=${SYNTHETIC:-auto}

@@ -12,8 +12,7 @@ OUT=output/emoji_r18
 build/featlearn prepare-emoji --out dataset/emoji_reid --cache dataset/.npm_cache
 build/featlearn train -c "$CFG" -o Global.output_dir=$OUT/ "$@"
 build/featlearn eval -c "$CFG" -o Global.output_dir=$OUT/ -o Global.pretrained_model=$OUT/RecModel/latest "$@"
-build/featlearn export -c "$CFG" -o Global.output_dir=$OUT/ -o Global.pretrained_model=$OUT/RecModel/latest \
-  -o Global.save_inference_dir=inference/emoji_r18 "$@"
+build/featlearn export -c "$CFG" -o Global.output_dir=$OUT/ -o Global.pretrained_model=$OUT/RecModel/latest "$@"
 
 # The visual report of the run: curves, metrics, CMC, ranked grids of the worst / random / best queries.
 build/featlearn report $OUT "$@"

@@ -15,22 +15,43 @@ int main(int argc, char** argv) {
   la.command = featlearn::take_launch_command(argc, argv);  // `launch ... -- <worker command>`
   CLI::App app{"featlearn: feature (embedding) learning for image retrieval (PaddleClas RecModel configs)"};
   app.require_subcommand(1);
+  app.set_version_flag("--version", [] { return featlearn::version_text(); });
+  app.footer(
+      "Configs are PaddleClas YAML files; -o Key.sub=value overrides any key (no spaces around '='), e.g.\n"
+      "  featlearn train -c configs/emoji/ResNet18_reid.yaml -o Global.epochs=2\n"
+      "Resume an interrupted or finished run (raise Global.epochs to train further):\n"
+      "  featlearn train -c CFG -o Global.checkpoints=OUTPUT_DIR/RecModel/latest\n"
+      "Every key, its default and where it is read: docs/config.md. Step by step: docs/user-guide.md.\n"
+      "featlearn SUBCOMMAND --help describes each subcommand.");
 
   featlearn::ConfigArgs cfg_args;
   auto add_config_args = [&](CLI::App* sub) {
     sub->add_option("-c,--config", cfg_args.config, "PaddleClas-style YAML config")->required();
-    sub->add_option("-o,--override", cfg_args.overrides, "Key.sub=value override (repeatable)")
+    sub->add_option("-o,--override", cfg_args.overrides, "Key.sub=value override (repeatable; no spaces around '=')")
         ->take_all()
         ->allow_extra_args(false);
+    sub->add_flag("--print-config", cfg_args.print_config, "print the resolved config (after -o) first");
   };
 
-  auto* describe = app.add_subcommand("describe", "Model tree, stop-layer names, stage shapes, parameter count");
+  auto* check = app.add_subcommand(
+      "check", "Check the whole config (every section, key, component name, value) without running anything; "
+               "prints ok and the commands it is complete for");
+  add_config_args(check);
+  auto* describe = app.add_subcommand(
+      "describe", "Model tree, BackboneStopLayer names, stage output shapes, parameter counts (no weights downloaded)");
   add_config_args(describe);
-  auto* train = app.add_subcommand("train", "Train (and evaluate during training)");
+  auto* train = app.add_subcommand(
+      "train", "Train as the config says; checkpoints go to Global.output_dir/<Arch.name>/ (latest, epoch_N, "
+               "best_model with eval_during_train), the resolved config to output_dir/config.yaml. "
+               "Global.checkpoints=<prefix> resumes exactly");
   add_config_args(train);
-  auto* eval = app.add_subcommand("eval", "Evaluate Global.pretrained_model");
+  auto* eval = app.add_subcommand(
+      "eval", "Evaluate Global.pretrained_model=<prefix> on DataLoader.Eval; writes output_dir/eval_metrics.json. "
+              "The model is built from the config stored in the checkpoint");
   add_config_args(eval);
-  auto* exp = app.add_subcommand("export", "Write the inference model to Global.save_inference_dir");
+  auto* exp = app.add_subcommand(
+      "export", "Write the inference model of Global.pretrained_model (no Head) to Global.save_inference_dir: "
+                "inference.yaml, inference.ckpt, model.onnx");
   add_config_args(exp);
   bool no_onnx = false;
   exp->add_flag("--no-onnx", no_onnx, "write the LibTorch model only, no model.onnx");
@@ -50,7 +71,7 @@ int main(int argc, char** argv) {
   auto* extract = app.add_subcommand("extract", "Embed the images of a list with an exported model");
   extract->add_option("--model", ex.model_dir, "exported inference directory")->required();
   extract->add_option("--image-root", ex.image_root, "root for the list's relative paths")->required();
-  extract->add_option("--list", ex.list, "list file: path label [camid]")->required();
+  extract->add_option("--list", ex.list, "list file: `path [label [camid]]` per line (bare paths: an unlabeled gallery)")->required();
   extract->add_option("--out", ex.out, "output .npy of [N, D] float32 features")->required();
   extract->add_option("--batch-size", ex.batch_size, "batch size")->capture_default_str();
   extract->add_option("--workers", ex.workers, "loader threads")->capture_default_str();
@@ -139,6 +160,7 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   try {
     featlearn::init_runtime();
+    if (*check) return featlearn::cmd_check(cfg_args);
     if (*describe) return featlearn::cmd_describe(cfg_args);
     if (*train) return featlearn::cmd_train(cfg_args);
     if (*eval) return featlearn::cmd_eval(cfg_args);

@@ -351,7 +351,15 @@ void Config::set_value(const std::string& assignment) {
 }
 
 void Config::apply_overrides(const std::vector<std::string>& assignments) {
-  for (const auto& a : assignments) apply_override(a);
+  for (size_t i = 0; i < assignments.size(); ++i) {
+    const auto& a = assignments[i];
+    // `-o Global.epochs 3` reaches here as two words: say how to write it.
+    if (a.find('=') == std::string::npos && i + 1 < assignments.size() &&
+        assignments[i + 1].find('=') == std::string::npos)
+      throw ConfigError("-o " + a + " " + assignments[i + 1] + ": expected Key.sub=value without spaces around '=' "
+                        "(write -o " + a + "=" + assignments[i + 1] + ")");
+    apply_override(a);
+  }
 }
 
 std::string Config::dump() const {

@@ -184,11 +184,16 @@ std::vector<std::string> with(std::vector<std::string> a, const std::vector<std:
   return a;
 }
 
-Common read_common(const ConfigNode& node, const std::vector<std::string>& extra_keys) {
+// How far a dataset factory goes: the node's keys and values only (check_dataset_config), the list too, or
+// the list and a stat of every image.
+enum class Open { kKeys, kList, kFiles };
+
+Common read_common(const ConfigNode& node, const std::vector<std::string>& extra_keys, Open open) {
   node.check_keys(with(kCommonKeys, extra_keys));
   Common c;
   c.image_root = node.require<std::string>("image_root");
   c.list = node.require<std::string>("cls_label_path");
+  if (open == Open::kKeys) return c;
   check_dir(node, "image_root", c.image_root);
   std::error_code ec;
   if (!fs::is_regular_file(c.list, ec)) node["cls_label_path"].fail(fmt::format("list file '{}' does not exist", c.list));
@@ -202,17 +207,18 @@ namespace {
 
 using DatasetPtr = std::unique_ptr<Dataset>;
 
-DatasetPtr finish(Items items, bool has_camids, bool check_files, const std::string& list,
-                  const std::string& root) {
-  if (check_files) check_images(items, list, root);
+DatasetPtr finish(Items items, bool has_camids, Open open, const std::string& list, const std::string& root) {
+  if (open == Open::kFiles) check_images(items, list, root);
   return std::make_unique<ListDataset>(std::move(items), has_camids);
 }
 
 // VeriWild: `path label [camid]`, whitespace separated.
-DatasetPtr make_veriwild(const ConfigNode& node, bool check_files) {
-  const auto c = read_common(node, {"relabel", "backend"});
+DatasetPtr make_veriwild(const ConfigNode& node, Open open) {
+  const auto c = read_common(node, {"relabel", "backend"}, open);
   const auto backend = node.get<std::string>("backend", "cv2");
   if (backend != "cv2" && backend != "pil") node["backend"].fail("expected cv2 or pil, got '" + backend + "'");
+  (void)node.get<bool>("relabel", false);
+  if (open == Open::kKeys) return nullptr;
   Items items;
   bool any_cam = false, all_cam = true;
   for (const auto& l : read_list(c.list, "")) {
@@ -233,15 +239,17 @@ DatasetPtr make_veriwild(const ConfigNode& node, bool check_files) {
     throw Error(fmt::format("{}: some lines have a camera id (third column) and some do not; give every line one",
                             c.list));
   if (node.get<bool>("relabel", false)) relabel(items);
-  return finish(std::move(items), any_cam, check_files, c.list, c.image_root);
+  return finish(std::move(items), any_cam, open, c.list, c.image_root);
 }
 
 // ImageNetDataset: `path<delimiter>label`.
-DatasetPtr make_imagenet(const ConfigNode& node, bool check_files) {
-  const auto c = read_common(node, {"relabel", "delimiter"});
+DatasetPtr make_imagenet(const ConfigNode& node, Open open) {
+  const auto c = read_common(node, {"relabel", "delimiter"}, open);
   std::string delim = " ";
   if (node["delimiter"].defined()) delim = node["delimiter"].as<std::string>();
   if (delim.empty()) node["delimiter"].fail("the delimiter must not be empty");
+  (void)node.get<bool>("relabel", false);
+  if (open == Open::kKeys) return nullptr;
   Items items;
   const std::string fmt_ = "path" + std::string(delim == "\t" ? "<TAB>" : delim) + "label";
   for (const auto& l : read_list(c.list, delim)) {
@@ -252,12 +260,13 @@ DatasetPtr make_imagenet(const ConfigNode& node, bool check_files) {
     items.push_back(std::move(it));
   }
   if (node.get<bool>("relabel", false)) relabel(items);
-  return finish(std::move(items), false, check_files, c.list, c.image_root);
+  return finish(std::move(items), false, open, c.list, c.image_root);
 }
 
 // LogoDataset: tab separated with a header row; label = col1 - 1, path = col3.
-DatasetPtr make_logo(const ConfigNode& node, bool check_files) {
-  const auto c = read_common(node, {});
+DatasetPtr make_logo(const ConfigNode& node, Open open) {
+  const auto c = read_common(node, {}, open);
+  if (open == Open::kKeys) return nullptr;
   Items items;
   const char* fmt_ = "image_id<TAB>label<TAB>...<TAB>path";
   for (const auto& l : read_list(c.list, "\t")) {
@@ -270,12 +279,13 @@ DatasetPtr make_logo(const ConfigNode& node, bool check_files) {
     it.source = where(c.list, l.line);
     items.push_back(std::move(it));
   }
-  return finish(std::move(items), false, check_files, c.list, c.image_root);
+  return finish(std::move(items), false, open, c.list, c.image_root);
 }
 
 // ICartoonDataset: `path\tlabel`.
-DatasetPtr make_icartoon(const ConfigNode& node, bool check_files) {
-  const auto c = read_common(node, {});
+DatasetPtr make_icartoon(const ConfigNode& node, Open open) {
+  const auto c = read_common(node, {}, open);
+  if (open == Open::kKeys) return nullptr;
   Items items;
   const char* fmt_ = "path<TAB>label";
   for (const auto& l : read_list(c.list, "\t")) {
@@ -285,18 +295,19 @@ DatasetPtr make_icartoon(const ConfigNode& node, bool check_files) {
     it.source = where(c.list, l.line);
     items.push_back(std::move(it));
   }
-  return finish(std::move(items), false, check_files, c.list, c.image_root);
+  return finish(std::move(items), false, open, c.list, c.image_root);
 }
 
 // CompCars: `path label`, optional bbox crop from label_root/<stem>.txt (last line `x1 y1 x2 y2`).
-DatasetPtr make_compcars(const ConfigNode& node, bool check_files) {
-  const auto c = read_common(node, {"label_root", "bbox_crop"});
+DatasetPtr make_compcars(const ConfigNode& node, Open open) {
+  const auto c = read_common(node, {"label_root", "bbox_crop"}, open);
   const bool bbox = node.get<bool>("bbox_crop", false);
   std::string label_root;
   if (bbox) {
     label_root = node.require<std::string>("label_root");
-    check_dir(node, "label_root", label_root);
+    if (open != Open::kKeys) check_dir(node, "label_root", label_root);
   }
+  if (open == Open::kKeys) return nullptr;
   Items items;
   const char* fmt_ = "path label";
   for (const auto& l : read_list(c.list, "")) {
@@ -334,14 +345,17 @@ DatasetPtr make_compcars(const ConfigNode& node, bool check_files) {
     }
     items.push_back(std::move(it));
   }
-  return finish(std::move(items), false, check_files, c.list, c.image_root);
+  return finish(std::move(items), false, open, c.list, c.image_root);
 }
 
 // Market1501 / MSMT17 / DukeMTMC: folder of *.jpg, pid and camera from the file name.
-DatasetPtr make_person(const ConfigNode& node, bool check_files, const std::string& subdir, int max_cam) {
+DatasetPtr make_person(const ConfigNode& node, Open open, const std::string& subdir, int max_cam) {
   node.check_keys(with(kCommonKeys, {"backend"}));
   const auto root = node.require<std::string>("image_root");
   const auto sub = node.require<std::string>("cls_label_path");
+  if (node["backend"].defined() && node["backend"].as<std::string>() != "cv2" && node["backend"].as<std::string>() != "pil")
+    node["backend"].fail("expected cv2 or pil, got '" + node["backend"].as<std::string>() + "'");
+  if (open == Open::kKeys) return nullptr;
   const auto dir = join_image_path(join_image_path(root, subdir), sub);
   std::error_code ec;
   if (!fs::is_directory(dir, ec))
@@ -371,16 +385,17 @@ DatasetPtr make_person(const ConfigNode& node, bool check_files, const std::stri
     items.push_back(std::move(it));
   }
   if (sub.find("train") != std::string::npos) relabel(items);
-  (void)check_files;  // listed from disk: present by construction
+  // listed from disk: present by construction
   return std::make_unique<ListDataset>(std::move(items), true);
 }
 
 // AdaFaceDataset (PaddleClas's face_dataset.py): `relative/path label` per line, whitespace separated, under
 // root_dir; its transform list is `transform`.
-DatasetPtr make_adaface(const ConfigNode& node, bool check_files) {
+DatasetPtr make_adaface(const ConfigNode& node, Open open) {
   node.check_keys({"name", "root_dir", "label_path", "transform"});
   const auto root = node.require<std::string>("root_dir");
   const auto list = node.require<std::string>("label_path");
+  if (open == Open::kKeys) return nullptr;
   check_dir(node, "root_dir", root);
   std::error_code ec;
   if (!fs::is_regular_file(list, ec)) node["label_path"].fail(fmt::format("list file '{}' does not exist", list));
@@ -393,10 +408,10 @@ DatasetPtr make_adaface(const ConfigNode& node, bool check_files) {
     it.source = where(list, l.line);
     items.push_back(std::move(it));
   }
-  return finish(std::move(items), false, check_files, list, root);
+  return finish(std::move(items), false, open, list, root);
 }
 
-using DatasetRegistry = Registry<DatasetPtr, bool>;
+using DatasetRegistry = Registry<DatasetPtr, Open>;
 
 const DatasetRegistry& dataset_registry() {
   static const DatasetRegistry reg = [] {
@@ -409,12 +424,15 @@ const DatasetRegistry& dataset_registry() {
     r.add("ICartoonDataset", make_icartoon);
     r.add("CompCars", make_compcars);
     r.add("AdaFaceDataset", make_adaface);
-    r.add("FiveValidationDataset", make_five_validation_dataset);
-    r.add("Market1501", [](const ConfigNode& n, bool c) {
+    r.add("FiveValidationDataset", [](const ConfigNode& n, Open open) -> DatasetPtr {
+      if (open == Open::kKeys) return FiveValidationDataset::check_keys(n), nullptr;
+      return make_five_validation_dataset(n, open == Open::kFiles);
+    });
+    r.add("Market1501", [](const ConfigNode& n, Open c) {
       return make_person(n, c, "market1501/Market-1501-v15.09.15", 6);
     });
-    r.add("MSMT17", [](const ConfigNode& n, bool c) { return make_person(n, c, "msmt17/MSMT17_V1", 15); });
-    r.add("DukeMTMC", [](const ConfigNode& n, bool c) { return make_person(n, c, "dukemtmc/DukeMTMC-reID", 8); });
+    r.add("MSMT17", [](const ConfigNode& n, Open c) { return make_person(n, c, "msmt17/MSMT17_V1", 15); });
+    r.add("DukeMTMC", [](const ConfigNode& n, Open c) { return make_person(n, c, "dukemtmc/DukeMTMC-reID", 8); });
     return r;
   }();
   return reg;
@@ -425,7 +443,13 @@ const DatasetRegistry& dataset_registry() {
 std::unique_ptr<Dataset> create_dataset(const ConfigNode& node, bool check_files) {
   if (node.is_map() && node.has("batch_transform_ops"))
     node["batch_transform_ops"].fail("batch_transform_ops (Mixup/Cutmix batch operators) are not supported");
-  return dataset_registry().create_named(node, check_files);
+  return dataset_registry().create_named(node, check_files ? Open::kFiles : Open::kList);
+}
+
+void check_dataset_config(const ConfigNode& node) {
+  if (node.is_map() && node.has("batch_transform_ops"))
+    node["batch_transform_ops"].fail("batch_transform_ops (Mixup/Cutmix batch operators) are not supported");
+  dataset_registry().create_named(node, Open::kKeys);
 }
 
 std::vector<std::string> dataset_names() { return dataset_registry().names(); }

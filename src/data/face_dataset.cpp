@@ -71,8 +71,14 @@ const std::array<std::string, 5>& FiveValidationDataset::set_names() {
   return names;
 }
 
-FiveValidationDataset::FiveValidationDataset(const ConfigNode& node) : map_(std::make_unique<Mapping>()) {
+void FiveValidationDataset::check_keys(const ConfigNode& node) {
   node.check_keys({"name", "val_data_path", "concat_mem_file_name"});
+  (void)node.require<std::string>("val_data_path");
+  (void)node.require<std::string>("concat_mem_file_name");
+}
+
+FiveValidationDataset::FiveValidationDataset(const ConfigNode& node) : map_(std::make_unique<Mapping>()) {
+  check_keys(node);
   const auto dir = node.require<std::string>("val_data_path");
   concat_path_ = node.require<std::string>("concat_mem_file_name");
   std::error_code ec;

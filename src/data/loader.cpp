@@ -180,40 +180,61 @@ DataLoader::DataLoader(std::shared_ptr<const Dataset> dataset, std::shared_ptr<c
 
 DataLoader::~DataLoader() { impl_->stop_workers(); }
 
-std::unique_ptr<DataLoader> DataLoader::create(const ConfigNode& section, const LoaderContext& ctx) {
+namespace {
+// A loader section's keys, its dataset node, and whether its ops receive PIL images.
+ConfigNode dataset_node_of(const ConfigNode& section, bool* pil_input, const char** ops_key) {
   if (!section.is_map()) section.fail("expected a map with dataset, sampler and loader");
   section.check_keys({"dataset", "sampler", "loader"});
   if (!section["dataset"].defined()) section.fail("missing 'dataset'");
   auto ds_node = section["dataset"];
-  // The transforms are built first: config errors there should not wait for a scan of the image files.
   // AdaFaceDataset names its list `transform` (PaddleClas's face_dataset.py).
   const bool adaface = ds_node["name"].defined() && ds_node["name"].as<std::string>() == "AdaFaceDataset";
-  const char* ops_key = adaface ? "transform" : "transform_ops";
+  *ops_key = adaface ? "transform" : "transform_ops";
   // A dataset with `backend: pil` (VeriWild, Market1501, ...) hands PIL images to the ops (ImageState::pil).
-  const auto backend = ds_node["backend"];
   // AdaFaceDataset opens its images with PIL.
-  const bool pil_input =
-      adaface || (backend.defined() && backend.is_scalar() && backend.as<std::string>() == "pil");
-  auto pipeline =
-      std::make_shared<TransformPipeline>(TransformPipeline::create(ds_node[ops_key], pil_input));
+  const auto backend = ds_node["backend"];
+  *pil_input = adaface || (backend.defined() && backend.is_scalar() && backend.as<std::string>() == "pil");
+  return ds_node;
+}
+
+LoaderOptions loader_options(const ConfigNode& ln) {
+  LoaderOptions opt;
+  if (!ln.defined()) return opt;
+  ln.check_keys({"num_workers", "use_shared_memory", "prefetch_batches", "on_bad_image"});
+  opt.num_workers = ln.get<int>("num_workers", 0);
+  if (opt.num_workers < 0) ln["num_workers"].fail("must be >= 0");
+  (void)ln.get<bool>("use_shared_memory", false);
+  opt.prefetch_batches = ln.get<int>("prefetch_batches", 0);
+  if (opt.prefetch_batches < 0) ln["prefetch_batches"].fail("must be >= 0");
+  const auto policy = ln.get<std::string>("on_bad_image", "error");
+  if (policy == "skip") opt.skip_bad_images = true;
+  else if (policy != "error") ln["on_bad_image"].fail("expected error or skip, got '" + policy + "'");
+  return opt;
+}
+}  // namespace
+
+std::unique_ptr<DataLoader> DataLoader::create(const ConfigNode& section, const LoaderContext& ctx) {
+  bool pil_input = false;
+  const char* ops_key = nullptr;
+  auto ds_node = dataset_node_of(section, &pil_input, &ops_key);
+  // The transforms are built first: config errors there should not wait for a scan of the image files.
+  auto pipeline = std::make_shared<TransformPipeline>(TransformPipeline::create(ds_node[ops_key], pil_input));
+  const LoaderOptions opt = loader_options(section["loader"]);
   std::shared_ptr<const Dataset> ds = create_dataset(ds_node);
   if (ds->size() == 0) ds_node.fail("the dataset is empty");
   std::shared_ptr<const BatchSampler> sampler(
       create_sampler(section["sampler"], *ds, ShardInfo{ctx.rank, ctx.world_size}).release());
-  LoaderOptions opt;
-  auto ln = section["loader"];
-  if (ln.defined()) {
-    ln.check_keys({"num_workers", "use_shared_memory", "prefetch_batches", "on_bad_image"});
-    opt.num_workers = ln.get<int>("num_workers", 0);
-    if (opt.num_workers < 0) ln["num_workers"].fail("must be >= 0");
-    (void)ln.get<bool>("use_shared_memory", false);
-    opt.prefetch_batches = ln.get<int>("prefetch_batches", 0);
-    if (opt.prefetch_batches < 0) ln["prefetch_batches"].fail("must be >= 0");
-    const auto policy = ln.get<std::string>("on_bad_image", "error");
-    if (policy == "skip") opt.skip_bad_images = true;
-    else if (policy != "error") ln["on_bad_image"].fail("expected error or skip, got '" + policy + "'");
-  }
   return std::make_unique<DataLoader>(ds, pipeline, sampler, opt, ctx);
+}
+
+void DataLoader::check_config(const ConfigNode& section) {
+  bool pil_input = false;
+  const char* ops_key = nullptr;
+  auto ds_node = dataset_node_of(section, &pil_input, &ops_key);
+  (void)TransformPipeline::create(ds_node[ops_key], pil_input);
+  (void)loader_options(section["loader"]);
+  check_dataset_config(ds_node);
+  check_sampler_config(section["sampler"]);
 }
 
 void DataLoader::start_epoch(int64_t epoch, int64_t first_batch) {

@@ -694,6 +694,30 @@ std::unique_ptr<BatchSampler> create_sampler(const ConfigNode& node, const Datas
   return sampler_registry().create_named(node, &dataset, shard);
 }
 
+namespace {
+// The dataset a sampler node is checked against before any list is read: 1,024 ids, each with 2 images on
+// each of 8 cameras, large enough for every batch shape a config asks for, so only the node's own keys and
+// values can fail (checks that need the real data run when the loader is built).
+class StandInDataset : public Dataset {
+ public:
+  size_t size() const override { return kIds * kCams * 2; }
+  int64_t label(size_t i) const override { return static_cast<int64_t>(i % kIds); }
+  int64_t camid(size_t i) const override { return static_cast<int64_t>((i / kIds) % kCams); }
+  const std::string& path(size_t) const override { return path_; }
+  std::string source(size_t i) const override { return "stand-in image " + std::to_string(i); }
+  bool has_camids() const override { return true; }
+
+ private:
+  static constexpr size_t kIds = 1024, kCams = 8;
+  std::string path_;
+};
+}  // namespace
+
+void check_sampler_config(const ConfigNode& node) {
+  static const StandInDataset stand_in;
+  (void)create_sampler(node, stand_in, ShardInfo{});
+}
+
 std::vector<std::string> sampler_names() { return sampler_registry().names(); }
 
 }  // namespace featlearn

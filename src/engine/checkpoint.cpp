@@ -233,6 +233,22 @@ std::string paddle_checkpoint_file(const std::string& prefix) {
   return "";
 }
 
+std::string checkpoint_config(const std::string& prefix) {
+  if (!paddle_checkpoint_file(prefix).empty()) return "";
+  const std::string path = checkpoint_path(prefix);
+  if (!fs::exists(path)) return "";
+  try {
+    Reader r;
+    r.file = path;
+    r.ar.load_from(path);
+    c10::IValue sums;
+    if (r.ar.try_read("checksums", sums) && sums.isString()) r.sums = nlohmann::json::parse(sums.toStringRef());
+    return r.text("config");
+  } catch (const std::exception&) {
+    return "";  // load_checkpoint reports what is wrong with the file
+  }
+}
+
 LoadedCheckpoint load_checkpoint(const std::string& prefix, torch::nn::Module& model, torch::nn::Module* loss,
                                  const std::function<void(torch::serialize::InputArchive&)>& load_optimizer,
                                  int rank) {

@@ -1,7 +1,11 @@
 // train / eval / export / extract sub-commands.
+#include <featlearn/common/atomic_file.h>
 #include <featlearn/data/loader.h>
+#include <featlearn/data/sampler.h>
+#include <featlearn/data/transforms.h>
 #include <featlearn/engine/checkpoint.h>
 #include <featlearn/engine/commands.h>
+#include <featlearn/engine/config_check.h>
 #include <featlearn/engine/export_onnx.h>
 #include <featlearn/engine/global_config.h>
 #include <featlearn/engine/inference_model.h>
@@ -10,13 +14,18 @@
 #include <featlearn/model/distillation_model.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
+#include <nlohmann/json.hpp>
 #include <torch/torch.h>
+#include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <optional>
+#include <set>
+#include <sstream>
 
 namespace featlearn {
 
@@ -26,15 +35,74 @@ namespace {
 Config load_config(const ConfigArgs& args) {
   Config c = Config::load(args.config);
   c.apply_overrides(args.overrides);
-  check_root_sections(c.root());
   return c;
 }
 
-void print_config(const Config& c) {
+// --print-config: the resolved config on stdout (training also writes it to output_dir/config.yaml).
+void print_config(const ConfigArgs& args, const Config& c) {
+  if (!args.print_config) return;
   // In a multi-process run rank 0 prints it for all (docs/distributed.md).
   if (const char* rank = std::getenv("RANK"); rank && *rank && std::string(rank) != "0") return;
   fmt::print("---- resolved config ({}) ----\n{}\n------------------------------\n", c.file(), c.dump());
 }
+
+// Leaf paths where two YAML trees differ, as "path: A vs B" (values in flow form).
+void differences(const YAML::Node& a, const YAML::Node& b, const std::string& path, std::vector<std::string>* out) {
+  auto flow = [](const YAML::Node& n) -> std::string {
+    if (!n.IsDefined() || n.IsNull()) return "(absent)";
+    YAML::Emitter e;
+    e.SetMapFormat(YAML::Flow);
+    e.SetSeqFormat(YAML::Flow);
+    e << n;
+    return e.c_str();
+  };
+  if (a.IsMap() && b.IsMap()) {
+    std::set<std::string> keys;
+    for (const auto& kv : a) keys.insert(kv.first.as<std::string>());
+    for (const auto& kv : b) keys.insert(kv.first.as<std::string>());
+    for (const auto& k : keys) differences(a[k], b[k], path + "." + k, out);
+    return;
+  }
+  const std::string fa = flow(a), fb = flow(b);
+  if (fa != fb) out->push_back(fmt::format("{} ({} in the config, {} in the checkpoint)", path, fa, fb));
+}
+}  // namespace
+
+Config load_config_for_weights(const ConfigArgs& args, ConfigUse use) {
+  Config c = load_config(args);
+  check_config(c.root(), use);
+  const auto g = GlobalConfig::parse(c.root()["Global"]);
+  if (!g.pretrained_model) return c;
+  const std::string stored = checkpoint_config(*g.pretrained_model);
+  if (stored.empty()) return c;
+  YAML::Node arch;
+  try {
+    arch = YAML::Load(stored)["Arch"];
+  } catch (const YAML::Exception&) {
+    return c;
+  }
+  if (!arch.IsDefined() || !arch.IsMap()) return c;
+  std::vector<std::string> diff;
+  differences(c.root()["Arch"].yaml(), arch, "Arch", &diff);
+  if (diff.empty()) return c;
+  // The model as trained (the checkpoint's resolved Arch), with this command line's own -o overrides on top.
+  YAML::Emitter e;
+  e.SetMapFormat(YAML::Flow);
+  e.SetSeqFormat(YAML::Flow);
+  e << arch;
+  Config adopted = Config::load(args.config);
+  adopted.apply_overrides({std::string("Arch=") + e.c_str()});
+  adopted.apply_overrides(args.overrides);
+  std::vector<std::string> kept;
+  differences(adopted.root()["Arch"].yaml(), arch, "Arch", &kept);
+  fmt::print("note: the model is built from the Arch stored in {} (as trained), which differs from {} in: {}{}\n",
+             checkpoint_path(*g.pretrained_model), args.config, fmt::join(diff, "; "),
+             kept.empty() ? "" : fmt::format(". Kept from this command's -o: {}", fmt::join(kept, "; ")));
+  check_config(adopted.root(), use);
+  return adopted;
+}
+
+namespace {
 
 // The Eval preprocessing that extract should apply: DataLoader.Eval(.Query).dataset.transform_ops.
 YAML::Node eval_transform_ops(const ConfigNode& root) {
@@ -45,9 +113,23 @@ YAML::Node eval_transform_ops(const ConfigNode& root) {
 }
 }  // namespace
 
+int cmd_check(const ConfigArgs& args) {
+  Config c = load_config(args);
+  print_config(args, c);
+  check_config(c.root(), ConfigUse::kCheck);
+  std::vector<std::string> ready, not_ready;
+  for (const auto& [command, missing] : config_commands(c.root()))
+    (missing.empty() ? ready : not_ready).push_back(missing.empty() ? command : command + ": " + missing);
+  fmt::print("ok: {} (every section, key, name and value checked; no list, image or weights file opened)\n",
+             args.config);
+  fmt::print("ready for: {}\n", fmt::join(ready, ", "));
+  for (const auto& n : not_ready) fmt::print("not for {}\n", n);
+  return 0;
+}
+
 int cmd_train(const ConfigArgs& args) {
   Config c = load_config(args);
-  print_config(c);
+  print_config(args, c);
   Trainer t(c, Trainer::Mode::kTrain);
   auto last = t.train();
   if (!last.empty()) t.report(last);
@@ -55,15 +137,16 @@ int cmd_train(const ConfigArgs& args) {
 }
 
 int cmd_eval(const ConfigArgs& args) {
-  Config c = load_config(args);
-  print_config(c);
+  Config c = load_config_for_weights(args, ConfigUse::kEval);
+  print_config(args, c);
   Trainer t(c, Trainer::Mode::kEval);
   t.report(t.evaluate());
   return 0;
 }
 
 int cmd_export(const ConfigArgs& args, bool write_onnx) {
-  Config c = load_config(args);
+  Config c = load_config_for_weights(args, ConfigUse::kExport);
+  print_config(args, c);
   const auto root = c.root();
   const auto g = GlobalConfig::parse(root["Global"]);
   if (!g.pretrained_model)
@@ -222,47 +305,145 @@ torch::Tensor InferenceModel::embed(const torch::Tensor& images) {
   return outputs(images.to(device)).to(torch::kCPU);
 }
 
+namespace {
+// extract's --list: one image per line, `path [label [camid]]` separated by whitespace (a bare path list is an
+// unlabeled gallery). Empty lines are skipped. Every line must have the same number of fields.
+struct ExtractList {
+  std::vector<ListDataset::Item> items;
+  std::vector<std::string> rel_paths;
+  bool labels = false, camids = false;
+};
+ExtractList read_extract_list(const ExtractArgs& args) {
+  std::ifstream in(args.list);
+  if (!in) throw Error(fmt::format("extract --list {}: cannot open the file", args.list));
+  ExtractList out;
+  size_t fields_per_line = 0;
+  int64_t first_line = 0;
+  std::string line;
+  for (int64_t n = 1; std::getline(in, line); ++n) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    std::istringstream ss(line);
+    std::vector<std::string> f;
+    for (std::string w; ss >> w;) f.push_back(w);
+    if (f.empty()) continue;
+    const std::string where = fmt::format("extract --list {}:{}", args.list, n);
+    if (f.size() > 3) throw Error(fmt::format("{}: expected `path [label [camid]]`, got {} fields", where, f.size()));
+    if (fields_per_line == 0) {
+      fields_per_line = f.size();
+      first_line = n;
+    } else if (f.size() != fields_per_line) {
+      throw Error(fmt::format("{}: {} field(s), but line {} has {}: give every line the same columns "
+                              "(`path`, `path label` or `path label camid`)", where, f.size(), first_line, fields_per_line));
+    }
+    auto integer = [&](const std::string& v, const char* what) {
+      try {
+        size_t used = 0;
+        const long long x = std::stoll(v, &used);
+        if (used == v.size()) return static_cast<int64_t>(x);
+      } catch (const std::exception&) {
+      }
+      throw Error(fmt::format("{}: the {} '{}' is not an integer (`path [label [camid]]`; paths with spaces are not "
+                              "supported)", where, what, v));
+    };
+    ListDataset::Item it;
+    it.path = join_image_path(args.image_root, f[0]);
+    it.label = f.size() >= 2 ? integer(f[1], "label") : -1;
+    it.camid = f.size() >= 3 ? integer(f[2], "camera id") : -1;
+    it.source = where.substr(std::string("extract --list ").size());
+    out.items.push_back(std::move(it));
+    out.rel_paths.push_back(f[0]);
+  }
+  if (out.items.empty()) throw Error(fmt::format("extract --list {}: no images listed", args.list));
+  out.labels = fields_per_line >= 2;
+  out.camids = fields_per_line >= 3;
+  return out;
+}
+}  // namespace
+
 int cmd_extract(const ExtractArgs& args) {
   if (!args.device.empty() && args.device != "cpu" && args.device != "gpu")
     throw Error("extract --device: expected cpu or gpu, got '" + args.device + "'");
   if (args.device == "gpu" && !torch::cuda::is_available())
     throw Error("extract --device gpu: LibTorch sees no CUDA device (use --device cpu)");
+  if (args.batch_size <= 0) throw Error("extract --batch-size must be positive");
+  if (args.workers < 0) throw Error("extract --workers must be >= 0");
+  if (!fs::is_directory(args.image_root))
+    throw Error(fmt::format("extract --image-root {}: not a directory", args.image_root));
   auto m = InferenceModel::load(args.model_dir, args.device);
-  YAML::Node section;
-  section["dataset"]["name"] = "VeriWild";
-  section["dataset"]["image_root"] = args.image_root;
-  section["dataset"]["cls_label_path"] = args.list;
-  section["dataset"]["transform_ops"] = YAML::Clone(m.spec.root()["transform_ops"].yaml());
-  section["sampler"]["name"] = "DistributedBatchSampler";
-  section["sampler"]["batch_size"] = args.batch_size;
-  section["sampler"]["drop_last"] = false;
-  section["sampler"]["shuffle"] = false;
-  section["loader"]["num_workers"] = args.workers;
-  Config c = Config::from_string(YAML::Dump(section), "<extract of " + args.list + ">");
-  auto loader = DataLoader::create(c.root(), LoaderContext{});
-  loader->start_epoch(0);
-  std::vector<torch::Tensor> feats, labels;
+  ExtractList list = read_extract_list(args);
+  auto dataset = std::make_shared<ListDataset>(list.items, list.camids);
+  for (const auto& it : list.items)
+    if (!fs::is_regular_file(it.path))
+      throw Error(fmt::format("{}: image '{}' does not exist (paths are relative to --image-root {})", it.source,
+                              it.path, args.image_root));
+  auto pipeline = std::make_shared<TransformPipeline>(
+      TransformPipeline::create(m.spec.root()["transform_ops"], /*pil_input=*/false));
+  YAML::Node sampler;
+  sampler["name"] = "DistributedBatchSampler";
+  sampler["batch_size"] = args.batch_size;
+  sampler["drop_last"] = false;
+  sampler["shuffle"] = false;
+  Config sc = Config::from_string(YAML::Dump(sampler), "<extract --batch-size>");
+  std::shared_ptr<const BatchSampler> batches(create_sampler(sc.root(), *dataset, ShardInfo{}).release());
+  LoaderOptions opt;
+  opt.num_workers = args.workers;
+  DataLoader loader(dataset, pipeline, batches, opt, LoaderContext{});
+  loader.start_epoch(0);
+  std::vector<torch::Tensor> feats, indices;
   // Steady-state throughput: from the end of the first batch (model warm-up, the CPU graph's trace) to the end.
   std::chrono::steady_clock::time_point after_first;
-  int64_t after_first_images = 0;
-  while (auto b = loader->next()) {
+  int64_t after_first_images = 0, done = 0;
+  const int64_t total = static_cast<int64_t>(list.items.size());
+  while (auto b = loader.next()) {
     feats.push_back(m.embed(b->images));
-    labels.push_back(b->labels);
+    indices.push_back(b->indices);
+    done += b->images.size(0);
     if (feats.size() == 1) after_first = std::chrono::steady_clock::now();
     else after_first_images += b->images.size(0);
+    if (isatty(fileno(stderr))) fmt::print(stderr, "\rextract: {}/{} images", done, total);
   }
-  if (feats.empty()) throw Error(args.list + ": no images to extract");
+  if (isatty(fileno(stderr))) fmt::print(stderr, "\n");
   if (after_first_images > 0) {
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - after_first).count();
     fmt::print("Extraction after the first batch: {} images in {:.3f} s ({:.1f} images/s)\n", after_first_images, s,
                after_first_images / s);
   }
   auto f = torch::cat(feats);
+  const auto order = torch::cat(indices);
   save_npy(args.out, f);
-  fs::path lp(args.out);
-  const auto labels_path = (lp.parent_path() / (lp.stem().string() + "_labels.npy")).string();
-  save_npy(labels_path, torch::cat(labels));
-  fmt::print("Wrote {} features of dimension {} to {} (labels: {})\n", f.size(0), f.size(1), args.out, labels_path);
+  // Side files next to the features: <stem>_meta.jsonl (one row per feature row), and the label / camera arrays.
+  const fs::path lp(args.out);
+  const auto side = [&](const std::string& suffix) { return (lp.parent_path() / (lp.stem().string() + suffix)).string(); };
+  std::string meta;
+  const int64_t* idx = order.data_ptr<int64_t>();
+  std::vector<int64_t> labels, camids;
+  for (int64_t r = 0; r < order.size(0); ++r) {
+    const auto& it = list.items[static_cast<size_t>(idx[r])];
+    nlohmann::json j;
+    j["path"] = list.rel_paths[static_cast<size_t>(idx[r])];
+    j["label"] = list.labels ? nlohmann::json(it.label) : nlohmann::json();
+    j["camid"] = list.camids ? nlohmann::json(it.camid) : nlohmann::json();
+    meta += j.dump() + "\n";
+    labels.push_back(it.label);
+    camids.push_back(it.camid);
+  }
+  write_file_atomic(side("_meta.jsonl"), meta);
+  std::string extra;
+  if (list.labels) {
+    save_npy(side("_labels.npy"), torch::tensor(labels, torch::kInt64));
+    extra += ", " + side("_labels.npy");
+  }
+  if (list.camids) {
+    save_npy(side("_camids.npy"), torch::tensor(camids, torch::kInt64));
+    extra += ", " + side("_camids.npy");
+  }
+  const std::string form = !m.feature_binarize.empty()
+                               ? fmt::format("binarized ({}) after L2 normalization", m.feature_binarize)
+                               : m.output_key == "logits" ? (m.add_softmax ? "softmax probabilities" : "logits")
+                               : m.feature_normalize ? "L2-normalized (cosine similarity = dot product)"
+                                                     : "not normalized (feature_normalize: False)";
+  fmt::print("Wrote {} features of dimension {} to {}: {}. Rows: {}{}\n", f.size(0), f.size(1), args.out, form,
+             side("_meta.jsonl"), extra);
   return 0;
 }
 

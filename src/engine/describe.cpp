@@ -8,6 +8,7 @@
 #include <featlearn/model/compute_count.h>
 #include <featlearn/model/distillation_model.h>
 #include <featlearn/model/pretrained.h>
+#include <featlearn/engine/config_check.h>
 #include <featlearn/model/rec_model.h>
 #include <featlearn/model/stop_layer.h>
 
@@ -63,9 +64,8 @@ int cmd_describe(const ConfigArgs& args) {
   Config cfg = Config::load(args.config);
   cfg.apply_overrides(args.overrides);
   const ConfigNode root = cfg.root();
-  check_root_sections(root);
+  check_config(root, ConfigUse::kDescribe);
   const ConfigNode arch = root["Arch"];
-  if (!arch.defined()) root.fail("missing required section 'Arch'");
   std::vector<int64_t> image_shape = {3, 224, 224};
   if (root["Global"].defined() && root["Global"]["image_shape"].defined())
     image_shape = root["Global"]["image_shape"].as<std::vector<int64_t>>();

@@ -33,7 +33,7 @@ GlobalConfig GlobalConfig::parse(const ConfigNode& g) {
                 "use_visualdl", "image_shape", "save_inference_dir", "eval_mode", "seed", "feature_normalize",
                 "feature_binarize", "retrieval_feature_from", "sim_block_size", "re_ranking", "to_static",
                 "use_dali", "infer_imgs", "overwrite_output", "iter_per_epoch", "train_mode", "warmup_iter",
-                "dist_timeout", "tensorboard"});
+                "dist_timeout", "tensorboard", "eval_random_weights"});
   // infer_imgs is the input of PaddleClas's predict tool; it has no role in train/eval/export (featlearn's
   // `extract --list` takes the images to embed), so it is accepted and not used.
   GlobalConfig c;
@@ -75,6 +75,7 @@ GlobalConfig GlobalConfig::parse(const ConfigNode& g) {
   c.dist_timeout = g.get<int64_t>("dist_timeout", c.dist_timeout);
   if (c.dist_timeout <= 0) g["dist_timeout"].fail("must be a positive number of seconds");
   c.overwrite_output = g.get<bool>("overwrite_output", c.overwrite_output);
+  c.eval_random_weights = g.get<bool>("eval_random_weights", c.eval_random_weights);
   if (g["iter_per_epoch"].defined()) {  // PaddleClas: a falsy value (0) keeps the loader's length
     const auto ipe = g.require<int64_t>("iter_per_epoch");
     if (ipe < 0) g["iter_per_epoch"].fail("must be positive (0 or null: the loader's batches per epoch)");

@@ -111,13 +111,8 @@ std::string write_report(const ReportArgs& args) {
     throw Error("featlearn report needs a run directory (the training's Global.output_dir) or -c CONFIG "
                 "-o Global.pretrained_model=PREFIX");
   const ConfigArgs ca = short_form ? run_dir_config(args) : args.cfg;
-  Config c = Config::load(ca.config);
-  c.apply_overrides(ca.overrides);
-  check_root_sections(c.root());
+  Config c = load_config_for_weights(ca, ConfigUse::kEval);
   const auto global = c.root()["Global"];
-  if (!global["pretrained_model"].defined())
-    global.fail("report needs the weights to evaluate: -o Global.pretrained_model=PREFIX (e.g. "
-                "output/RecModel/latest), or give the run directory instead of -c");
   const auto start = std::chrono::steady_clock::now();
   Trainer t(c, Trainer::Mode::kEval);
   const auto& g = t.global();
@@ -139,7 +134,7 @@ std::string write_report(const ReportArgs& args) {
 
   report::ReportData d;
   d.title = "featlearn report: " + fs::path(ca.config).filename().string();
-  d.subtitle = fmt::format("weights {} · config {} · eval on DataLoader.Eval", *g.pretrained_model, ca.config);
+  d.subtitle = fmt::format("weights {} · config {} · eval on DataLoader.Eval", g.pretrained_model.value_or("random (Global.eval_random_weights)"), ca.config);
   d.curves = report::curves_from_metrics_jsonl((fs::path(g.output_dir) / "metrics.jsonl").string());
   for (const auto& [name, value] : metrics) d.metrics.push_back({name, value});
   int64_t valid = 0;

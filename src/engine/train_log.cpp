@@ -37,8 +37,8 @@ void TrainLog::plan(int64_t first_epoch, int64_t last_epoch, int64_t iters_per_e
 
 void TrainLog::begin_epoch(int64_t epoch) {
   epoch_ = epoch;
-  it_ = epoch_images_ = window_images_ = 0;
-  window_seconds_ = total_sum_ = 0;
+  it_ = epoch_images_ = window_images_ = window_steps_ = 0;
+  window_seconds_ = window_reader_ = total_sum_ = 0;
   sums_.clear();
   epoch_start_ = tick_ = Clock::now();
 }
@@ -53,6 +53,9 @@ void TrainLog::step(double lr, const std::vector<std::pair<std::string, double>>
   window_images_ += images;
   const double step_seconds = std::chrono::duration<double>(now - tick_).count();
   window_seconds_ += step_seconds;
+  // PaddleClas's reader_cost: the part of the step spent waiting for the batch (the rest is compute).
+  window_reader_ += std::max(0.0, step_seconds - compute_seconds);
+  ++window_steps_;
   tick_ = now;
   const bool print = it_ % g_.print_batch_step == 0 || it_ == iters_;
   if (tb_) {
@@ -76,7 +79,10 @@ void TrainLog::step(double lr, const std::vector<std::pair<std::string, double>>
   const double eta = done > 0 ? elapsed / done * left : -1;
   std::string line = fmt::format("[Train][Epoch {}/{}][Iter {}/{}] lr: {:.5f}", epoch_, g_.epochs, it_, iters_, lr);
   for (const auto& t : terms) line += fmt::format(", {}: {:.5f}", t.first, t.second);
-  line += fmt::format(", loss: {:.5f}, ips: {:.1f} images/s, eta: {}", total, ips, format_duration(eta));
+  const double steps = static_cast<double>(std::max<int64_t>(window_steps_, 1));
+  const double batch_cost = window_seconds_ / steps, reader_cost = window_reader_ / steps;
+  line += fmt::format(", loss: {:.5f}, batch_cost: {:.4f} s, reader_cost: {:.4f} s, ips: {:.1f} images/s, eta: {}",
+                      total, batch_cost, reader_cost, ips, format_duration(eta));
   if (tty_) {
     fmt::print("\r{:<140}", line);
     if (print) fmt::print("\n");
@@ -86,11 +92,12 @@ void TrainLog::step(double lr, const std::vector<std::pair<std::string, double>>
   std::fflush(stdout);
   if (!print) return;
   nlohmann::json j = {{"phase", "train"}, {"epoch", epoch_}, {"iter", it_}, {"global_step", (epoch_ - 1) * iters_ + it_},
-                      {"lr", lr}, {"loss", total}, {"ips", ips}};
+                      {"lr", lr}, {"loss", total}, {"ips", ips}, {"batch_cost", batch_cost},
+                      {"reader_cost", reader_cost}};
   for (const auto& t : terms) j[t.first] = t.second;
   record(j);
-  window_images_ = 0;
-  window_seconds_ = 0;
+  window_images_ = window_steps_ = 0;
+  window_seconds_ = window_reader_ = 0;
 }
 
 void TrainLog::end_epoch() {
@@ -115,8 +122,8 @@ void TrainLog::end_epoch() {
   }
 }
 
-void TrainLog::eval(int64_t epoch, const MetricValues& values, double seconds) {
-  std::string line = fmt::format("[Eval][Epoch {}]", epoch);
+void TrainLog::eval(int64_t epoch, const MetricValues& values, double seconds, const std::string& label) {
+  std::string line = label.empty() ? fmt::format("[Eval][Epoch {}]", epoch) : fmt::format("[Eval][{}]", label);
   for (const auto& kv : values) line += fmt::format(" {}: {:.5f},", kv.first, kv.second);
   if (!quiet_) fmt::print("{} time {:.1f}s\n", line, seconds);
   std::fflush(stdout);

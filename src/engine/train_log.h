@@ -39,7 +39,8 @@ class TrainLog {
   void step(double lr, const std::vector<std::pair<std::string, double>>& terms, double total, int64_t images,
             double compute_seconds);
   void end_epoch();
-  void eval(int64_t epoch, const MetricValues& values, double seconds);
+  // `label` (e.g. the checkpoint an evaluation-only run read) replaces "Epoch N" in the printed line.
+  void eval(int64_t epoch, const MetricValues& values, double seconds, const std::string& label = "");
   // Prints the end-to-end throughput of the run.
   void done() const;
 
@@ -53,9 +54,9 @@ class TrainLog {
   int64_t images_done_ = 0;
   double compute_seconds_ = 0;
   // The epoch in progress.
-  int64_t epoch_ = 0, it_ = 0, epoch_images_ = 0, window_images_ = 0;
+  int64_t epoch_ = 0, it_ = 0, epoch_images_ = 0, window_images_ = 0, window_steps_ = 0;
   Clock::time_point epoch_start_, tick_;
-  double window_seconds_ = 0, total_sum_ = 0;
+  double window_seconds_ = 0, window_reader_ = 0, total_sum_ = 0;  // the print window's step and wait times
   std::vector<std::pair<std::string, double>> sums_;
 };
 

@@ -9,6 +9,7 @@
 #include <featlearn/data/loader.h>
 #include <featlearn/dist/process_group.h>
 #include <featlearn/engine/checkpoint.h>
+#include <featlearn/engine/config_check.h>
 #include <featlearn/engine/train_metabin.h>
 #include <featlearn/loss/loss.h>
 #include <featlearn/metric/face_verification.h>
@@ -26,6 +27,7 @@
 #include <filesystem>
 #include <fstream>
 #include <optional>
+#include <set>
 
 namespace featlearn {
 
@@ -101,6 +103,7 @@ struct Trainer::State {
   int64_t pending_eval_epoch = 0;   // resumed from a checkpoint saved before this epoch's evaluation
   BestMetric best;
   std::string ckpt_dir;
+  std::string weights_label;  // what an evaluation-only run evaluates (labels its result line)
   std::unique_ptr<TrainLog> log;
   MetricValues last_eval;
   // Multi-process runs (docs/distributed.md): the group (null in a 1-process run); rank 0 alone writes.
@@ -164,13 +167,53 @@ void refuse_overwrite(const ConfigNode& global, const std::string& ckpt_dir) {
 }
 }  // namespace
 
+namespace {
+// One row of the data summary the run prints first (docs/user-guide.md, "What training prints").
+std::string data_row(const std::string& name, const DataLoader& loader) {
+  const Dataset& ds = loader.dataset();
+  std::set<int64_t> ids, cams;
+  for (size_t i = 0; i < ds.size(); ++i) {
+    ids.insert(ds.label(i));
+    if (ds.has_camids()) cams.insert(ds.camid(i));
+  }
+  return fmt::format("| {:<16} | {:>8} | {:>6} | {:>7} | {:>10} | {:>13} |\n", name, ds.size(), ids.size(),
+                     ds.has_camids() ? std::to_string(cams.size()) : "-", loader.batch_size(),
+                     loader.batches_per_epoch());
+}
+
+void print_data_summary(const std::vector<std::pair<std::string, const DataLoader*>>& sets, int world) {
+  std::string t = "| set              |   images |    ids | cameras | batch size | batches/epoch |\n"
+                  "|------------------|----------|--------|---------|------------|---------------|\n";
+  for (const auto& [name, loader] : sets)
+    if (loader) t += data_row(name, *loader);
+  fmt::print("{}", t);
+  for (const auto& [name, loader] : sets) {
+    if (!loader || name != "Train") continue;
+    const int64_t used = loader->batches_per_epoch() * loader->batch_size() * world;
+    const int64_t n = static_cast<int64_t>(loader->dataset().size());
+    fmt::print("Train: {} batches of {} per epoch{} = {} images per epoch of {} listed{}\n",
+               loader->batches_per_epoch(), loader->batch_size(),
+               world > 1 ? fmt::format(" on each of {} processes (global batch {})", world, loader->batch_size() * world) : "",
+               used, n,
+               used < n ? fmt::format(" ({} left out of each epoch: drop_last or the sampler's whole-id batches)", n - used)
+                        : "");
+  }
+}
+}  // namespace
+
 Trainer::Trainer(Config config, Mode mode) : s_(std::make_unique<State>(std::move(config))) {
   auto& s = *s_;
   s.mode = mode;
   const auto root = s.config.root();
-  check_root_sections(root);
+  // The whole config first (docs/config.md, "Checking a config"): a typo anywhere fails before any list is read.
+  check_config(root, mode == Mode::kTrain ? ConfigUse::kTrain : ConfigUse::kEval);
   s.g = GlobalConfig::parse(root["Global"]);
   const auto& g = s.g;
+  // An evaluation of random weights is a mistake unless asked for (docs/config.md, "Global").
+  if (mode == Mode::kEval && !g.pretrained_model && !g.eval_random_weights)
+    root["Global"].fail("nothing to evaluate: set Global.pretrained_model to the weights (e.g. -o "
+                        "Global.pretrained_model=output/RecModel/latest), or -o Global.eval_random_weights=True to "
+                        "evaluate a randomly initialized model on purpose");
   s.device = resolve_device(g.device, root["Global"]["device"]);
   // A multi-process run (the torchrun environment, as `featlearn launch` sets it; docs/distributed.md).
   const DistEnv env = DistEnv::from_environment();
@@ -210,7 +253,6 @@ Trainer::Trainer(Config config, Mode mode) : s_(std::make_unique<State>(std::mov
   if (train && !g.checkpoints && !g.overwrite_output) refuse_overwrite(root["Global"], s.ckpt_dir);
 
   // Everything the run will need is built (and so checked) before anything is written or trained.
-  if (!root["Arch"].defined()) root.fail("missing the Arch section");
   s.model = build_arch(root["Arch"], g.image_shape);
   s.model->to(s.device);
   // Arch.use_sync_bn (PaddleClas's key): batch statistics over all processes; no change in one process.
@@ -231,7 +273,6 @@ Trainer::Trainer(Config config, Mode mode) : s_(std::make_unique<State>(std::mov
 
   // The metric set (validated up front, also in training mode, so a typo fails before hours of training).
   if (root["Metric"].defined() && root["Metric"]["Eval"].defined()) {
-    root["Metric"].check_keys({"Train", "Eval"});
     s.metrics = MetricSet::create(root["Metric"]["Eval"]);
   }
   if (root["Loss"]["Eval"].defined()) {
@@ -240,16 +281,10 @@ Trainer::Trainer(Config config, Mode mode) : s_(std::make_unique<State>(std::mov
     s.eval_loss->to(s.device);
   }
   if (train) {
-    if (!root["Loss"]["Train"].defined()) root.fail("missing Loss.Train (the training losses)");
     const bool metabin = is_metabin_run(root);
-    if (metabin) root["Loss"].check_keys({"Train", "Eval", "Basic", "MetaTrain", "MetaTest"});
-    else root["Loss"].check_keys({"Train", "Eval"});
     s.train_loss = CombinedLoss(root["Loss"]["Train"]);
     s.train_loss->check_models(s.model->model_names());
     s.train_loss->to(s.device);
-    if (!root["DataLoader"]["Train"].defined()) root.fail("missing DataLoader.Train");
-    if (metabin) root["DataLoader"].check_keys({"Train", "Eval", "Metalearning"});
-    else root["DataLoader"].check_keys({"Train", "Eval"});
     LoaderContext ctx;
     ctx.seed = g.seed;
     ctx.rank = s.rank;
@@ -266,7 +301,6 @@ Trainer::Trainer(Config config, Mode mode) : s_(std::make_unique<State>(std::mov
       auto params = named_parameters_of(*child.value());
       if (!params.empty()) scopes.emplace_back(child.key(), params);
     }
-    if (!root["Optimizer"].defined()) root.fail("missing the Optimizer section");
     // The schedules count Global.iter_per_epoch steps per epoch when it is set (as PaddleClas).
     // MetaBIN's third optimizer (scope: the whole model) only provides a schedule.
     s.optimizer = OptimizerSet::create(root["Optimizer"], scopes,
@@ -274,26 +308,11 @@ Trainer::Trainer(Config config, Mode mode) : s_(std::make_unique<State>(std::mov
                                        lr_multipliers_of(*s.model),
                                        metabin ? std::vector<size_t>{kMetaBinCyclicOptimizer} : std::vector<size_t>{});
     if (metabin) s.metabin = std::make_unique<MetaBinLoop>(root, *s.model, *s.optimizer, *s.train_loader, ctx, s.device);
-    if (g.eval_during_train && !s.metrics && g.eval_mode != "adaface")
-      root.fail("eval_during_train needs Metric.Eval");
   }
   if (!train || g.eval_during_train) {
-    // The evaluation: metrics that fit eval_mode, a model output to score, and every Eval set's list file,
-    // transforms and sampler, so a mistake there fails now and not after the first epoch.
+    // Every Eval set's list file, so a mistake there fails now and not after the first epoch (the rules
+    // between eval_mode, metrics and model were checked by check_config).
     const bool retrieval = g.eval_mode == "retrieval", adaface = g.eval_mode == "adaface";
-    if (adaface && s.metrics)
-      root["Metric"]["Eval"].fail("Global.eval_mode: adaface reports its own face-verification accuracies "
-                                  "(all_test_acc, ...); remove Metric.Eval");
-    if (!s.metrics && !adaface) root.fail("missing Metric.Eval (which metrics to compute)");
-    if (retrieval && s.metrics->has_classification())
-      root["Metric"]["Eval"].fail("TopkAcc is a classification metric; with Global.eval_mode: retrieval use "
-                                  "Recallk / mAP / mINP / Precisionk");
-    if (!retrieval && !adaface && s.metrics->has_retrieval())
-      root["Metric"]["Eval"].fail("Recallk / mAP / mINP / Precisionk are retrieval metrics; with "
-                                  "Global.eval_mode: classification use TopkAcc");
-    if (!retrieval && !adaface && !s.model->infer_model().head())
-      root["Arch"].fail("Global.eval_mode: classification needs an Arch.Head");
-    if (!root["DataLoader"]["Eval"].defined()) root.fail("missing DataLoader.Eval");
     LoaderContext ctx;
     ctx.seed = g.seed;
     ctx.rank = s.rank;  // each rank embeds its shard; the rows are gathered (Trainer::evaluate)
@@ -305,6 +324,16 @@ Trainer::Trainer(Config config, Mode mode) : s_(std::make_unique<State>(std::mov
     // Identical Query and Gallery sections (the usual query = gallery protocol): extract once.
     if (retrieval && gallery_node && yaml_of(*gallery_node) != yaml_of(query_node))
       s.eval_gallery = DataLoader::create(*gallery_node, ctx);
+  }
+  if (s.writer()) {
+    const bool two = s.eval_gallery != nullptr;
+    print_data_summary({{"Train", s.train_loader.get()},
+                        {two ? "Eval.Query" : "Eval (query = gallery)", s.eval_query.get()},
+                        {"Eval.Gallery", s.eval_gallery.get()}},
+                       s.world);
+    if (train)
+      fmt::print("Checkpoints: {}/{{latest,epoch_N{}}}.ckpt; resume with -o Global.checkpoints={}/latest\n", s.ckpt_dir,
+                 g.eval_during_train ? ",best_model" : "", s.ckpt_dir);
   }
 
   // Each rank draws its own random stream from here on (seed + rank, as PaddleClas); the model was
@@ -341,9 +370,11 @@ Trainer::Trainer(Config config, Mode mode) : s_(std::make_unique<State>(std::mov
                loaded.meta.epoch, s.optimizer->iteration());
   } else if (g.pretrained_model) {
     const auto loaded = load_checkpoint(*g.pretrained_model, *s.model, nullptr, nullptr);
+    s.weights_label = loaded.path;
     if (s.writer()) fmt::print("Loaded weights from {}\n", loaded.path);
   } else if (mode == Mode::kEval) {
-    if (s.writer()) fmt::print("warning: Global.pretrained_model is not set: evaluating a randomly initialized model\n");
+    s.weights_label = "random weights";
+    if (s.writer()) fmt::print("Global.eval_random_weights: evaluating a randomly initialized model\n");
   }
   if (s.pg) {
     // All replicas start identical: rank 0's parameters and buffers (also after a resume).
@@ -529,12 +560,20 @@ std::vector<torch::Tensor> gather_in_dataset_order(ProcessGroup* pg, std::vector
 
 // `model`: the model evaluation uses (a DistillationModel's infer_model_name model).
 FeatureSet extract_features(RecModelImpl& model, DataLoader& loader, const GlobalConfig& g, torch::Device device,
-                            ProcessGroup* pg) {
+                            ProcessGroup* pg, const std::string& what) {
   torch::NoGradGuard no_grad;
   model.eval();
   loader.start_epoch(0);
   std::vector<torch::Tensor> feats, labels, camids, indices;
+  // A progress line on a terminal (rank 0): this rank's batches of the set.
+  const bool progress = (!pg || pg->rank() == 0) && isatty(fileno(stdout));
+  const int64_t batches = loader.batches_per_epoch();
+  int64_t done = 0;
   while (auto b = loader.next()) {
+    if (progress) {
+      fmt::print("\r[Eval] extracting {}: batch {}/{}", what, ++done, batches);
+      std::fflush(stdout);
+    }
     auto out = model.forward(b->images.to(device));
     auto f = out.get(g.retrieval_feature_from).flatten(1).to(torch::kFloat32);
     feats.push_back(f.cpu());
@@ -542,6 +581,7 @@ FeatureSet extract_features(RecModelImpl& model, DataLoader& loader, const Globa
     camids.push_back(b->camids);
     indices.push_back(b->indices);
   }
+  if (progress) fmt::print("\r{:<60}\r", "");
   if (feats.empty() && !pg) throw Error("an evaluation set yields no images");
   FeatureSet fs;
   auto cat = [](const std::vector<torch::Tensor>& v, torch::Tensor empty) { return v.empty() ? empty : torch::cat(v); };
@@ -620,11 +660,12 @@ RetrievalSets Trainer::retrieval_sets() {
     for (int64_t r = 0; r < idx.size(0); ++r) p.push_back(loader.dataset().path(static_cast<size_t>(i[r])));
     return p;
   };
-  sets.query = extract_features(s.model->infer_model(), *s.eval_query, s.g, s.device, s.pg);
+  sets.query = extract_features(s.model->infer_model(), *s.eval_query, s.g, s.device, s.pg,
+                                s.eval_gallery ? "query" : "query = gallery");
   sets.query_paths = paths(*s.eval_query, sets.query);
   sets.gallery_is_query = !s.eval_gallery;
   if (s.eval_gallery) {
-    sets.gallery = extract_features(s.model->infer_model(), *s.eval_gallery, s.g, s.device, s.pg);
+    sets.gallery = extract_features(s.model->infer_model(), *s.eval_gallery, s.g, s.device, s.pg, "gallery");
     sets.gallery_paths = paths(*s.eval_gallery, sets.gallery);
   } else {
     sets.gallery = sets.query;
@@ -697,7 +738,8 @@ MetricValues Trainer::evaluate(int64_t epoch) {
     }
     for (size_t k = 0; k < loss_sums.size(); ++k) values.emplace_back(loss_sums[k].first, means[k].item<double>());
   }
-  s.log->eval(epoch, values, std::chrono::duration<double>(Clock::now() - start).count());
+  s.log->eval(epoch, values, std::chrono::duration<double>(Clock::now() - start).count(),
+              s.mode == Mode::kEval ? s.weights_label : "");
   return values;
 }
 

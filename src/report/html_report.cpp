@@ -201,7 +201,8 @@ std::vector<Chart> curves_from_metrics_jsonl(const std::string& path) {
     if (order && !m.count(name)) order->push_back(name);
     m[name][x] = y;
   };
-  static const std::set<std::string> kNotLoss = {"phase", "epoch", "iter", "global_step", "lr", "ips", "seconds"};
+  static const std::set<std::string> kNotLoss = {"phase", "epoch", "iter", "global_step", "lr", "ips", "seconds",
+                                                  "batch_cost", "reader_cost"};
   for (const auto& j : records) {
     const std::string phase = j["phase"].get<std::string>();
     if (phase == "train" && j.contains("global_step")) {

@@ -20,7 +20,7 @@ TEST(AdaFaceEval, FlipFusedVerificationAsPaddleClas) {
   const auto out = fs::temp_directory_path() / ("featlearn_adaface_" + std::to_string(::getpid()));
   const std::string arch = "Arch:\n  name: RecModel\n  Backbone: {name: ResNet18, pretrained: False}\n"
                            "  BackboneStopLayer: {name: flatten}\n";
-  const std::string cfg = "Global:\n  device: cpu\n  eval_mode: adaface\n  image_shape: [3, 4, 4]\n  seed: 2\n"
+  const std::string cfg = "Global:\n  device: cpu\n  eval_mode: adaface\n  eval_random_weights: True\n  image_shape: [3, 4, 4]\n  seed: 2\n"
                           "  output_dir: " + out.string() + "\n" + arch +
                           "DataLoader:\n  Eval:\n    dataset:\n      name: FiveValidationDataset\n"
                           "      val_data_path: " + dir + "\n      concat_mem_file_name: " + dir +

@@ -7,6 +7,8 @@
 #include <featlearn/common/error.h>
 #include <featlearn/engine/commands.h>
 #include <featlearn/engine/trainer.h>
+
+#include "tiny_run.h"
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <opencv2/imgcodecs.hpp>
@@ -24,84 +26,6 @@ namespace fs = std::filesystem;
 using namespace featlearn;
 
 namespace {
-
-// 6 identities x 2 cameras x 2 images: a coloured disc whose colour encodes the id, noise per image.
-// Query = camera 0, gallery = camera 1.
-fs::path make_dataset(const fs::path& root) {
-  fs::remove_all(root);
-  fs::create_directories(root / "images");
-  std::ofstream train(root / "train.txt"), query(root / "query.txt"), gallery(root / "gallery.txt");
-  std::mt19937 rng(7);
-  std::uniform_int_distribution<int> noise(-40, 40);
-  for (int id = 0; id < 6; ++id)
-    for (int cam = 0; cam < 2; ++cam)
-      for (int k = 0; k < 2; ++k) {
-        cv::Mat img(32, 32, CV_8UC3, cv::Scalar(230, 230, 230));
-        cv::circle(img, {16 + noise(rng) / 10, 16}, 11, cv::Scalar(40 * id, 255 - 40 * id, 90 + 60 * cam), -1);
-        for (int y = 0; y < img.rows; ++y)
-          for (int x = 0; x < img.cols; ++x)
-            for (int c = 0; c < 3; ++c) img.at<cv::Vec3b>(y, x)[c] = cv::saturate_cast<uchar>(img.at<cv::Vec3b>(y, x)[c] + noise(rng));
-        // A name with HTML-special characters: it must reach the page escaped.
-        const std::string rel = fmt::format("images/id{}&cam<{}>_{}.png", id, cam, k);
-        cv::imwrite((root / rel).string(), img);
-        const std::string line = fmt::format("{} {} {}\n", rel, id, cam);
-        train << line;
-        (cam == 0 ? query : gallery) << line;
-      }
-  return root;
-}
-
-std::string config_yaml(const fs::path& data, const fs::path& out, const std::string& eval_mode = "retrieval") {
-  auto set = [&](const std::string& list) {
-    return R"(
-      dataset:
-        name: VeriWild
-        image_root: ")" + data.string() + R"("
-        cls_label_path: ")" + (data / list).string() + R"("
-        transform_ops:
-          - DecodeImage: {to_rgb: True, channel_first: False}
-          - ResizeImage: {size: 32}
-          - NormalizeImage: {scale: 0.00392157, mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225], order: ''}
-      sampler: {name: DistributedBatchSampler, batch_size: 8, drop_last: False, shuffle: False}
-      loader: {num_workers: 1})";
-  };
-  return R"(
-Global:
-  output_dir: ")" + out.string() + R"("
-  device: cpu
-  epochs: 2
-  eval_during_train: True
-  eval_interval: 1
-  print_batch_step: 1
-  image_shape: [3, 32, 32]
-  eval_mode: )" + eval_mode + R"(
-  seed: 3
-Arch:
-  name: RecModel
-  Backbone: {name: ResNet18, pretrained: False}
-  BackboneStopLayer: {name: avg_pool}
-  Neck: {name: FC, embedding_size: 512, class_num: 16}
-  Head: {name: ArcMargin, embedding_size: 16, class_num: 6, margin: 0.15, scale: 16}
-Loss:
-  Train:
-    - CELoss: {weight: 1.0}
-    - TripletLossV2: {weight: 1.0, margin: 0.3}
-Optimizer:
-  name: Momentum
-  momentum: 0.9
-  lr: {name: Cosine, learning_rate: 0.01}
-DataLoader:
-  Train:)" + set("train.txt") + R"(
-  Eval:
-    Query:)" + set("query.txt") + R"(
-    Gallery:)" + set("gallery.txt") + R"(
-Metric:
-  Eval:
-    - Recallk: {topk: [1, 5]}
-    - mAP: {}
-    - mINP: {}
-)";
-}
 
 std::string read(const fs::path& p) {
   std::ifstream f(p, std::ios::binary);
@@ -126,9 +50,9 @@ const Run& trained_run() {
     init_runtime();
     Run r;
     r.base = fs::temp_directory_path() / ("featlearn_report_" + std::to_string(::getpid()));
-    r.data = make_dataset(r.base / "data");
+    r.data = test::make_tiny_reid_dataset(r.base / "data");
     r.out = r.base / "out";
-    const std::string yaml = config_yaml(r.data, r.out);
+    const std::string yaml = test::tiny_reid_config(r.data, r.out);
     Trainer(Config::from_string(yaml, "report.yaml"), Trainer::Mode::kTrain).train();
     Config c = Config::from_string(yaml, "report.yaml");
     c.apply_overrides({"Global.pretrained_model=" + (r.out / "RecModel" / "best_model").string()});
@@ -234,14 +158,14 @@ TEST(ReportCommand, ErrorsNameWhatIsMissing) {
   a.run_dir = r.data.string();  // not a run directory
   EXPECT_NE(message(a).find("has no config.yaml"), std::string::npos) << message(a);
   const fs::path cfg = r.base / "cfg.yaml";
-  std::ofstream(cfg) << config_yaml(r.data, r.out);
+  std::ofstream(cfg) << test::tiny_reid_config(r.data, r.out);
   ReportArgs b;
   b.cfg.config = cfg.string();
   EXPECT_NE(message(b).find("Global.pretrained_model"), std::string::npos) << message(b);
   ReportArgs none;
   EXPECT_NE(message(none).find("needs a run directory"), std::string::npos) << message(none);
   const fs::path cls = r.base / "cls.yaml";
-  std::ofstream(cls) << config_yaml(r.data, r.out, "classification");
+  std::ofstream(cls) << test::tiny_reid_config(r.data, r.out, "classification");
   ReportArgs c;
   c.cfg.config = cls.string();
   c.cfg.overrides = {"Global.pretrained_model=" + (r.out / "RecModel" / "latest").string()};

@@ -88,6 +88,9 @@ class ListDataset : public Dataset {
 // Builds the dataset named by node["name"] from a `dataset:` node. Throws ConfigError / Error.
 // `check_files` (default true) stats every image path up front.
 std::unique_ptr<Dataset> create_dataset(const ConfigNode& node, bool check_files = true);
+// The same node's checks without opening anything: the name, every key, and the values that need no file
+// (`featlearn check` and every command's whole-config check; docs/config.md, "Checking a config").
+void check_dataset_config(const ConfigNode& node);
 std::vector<std::string> dataset_names();
 
 // "root" + "rel" with os.path.join semantics (an absolute `rel` wins).

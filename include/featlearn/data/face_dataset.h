@@ -31,6 +31,8 @@ class FiveValidationDataset : public Dataset {
 
   // Reads and checks the files (shapes, dtypes, sizes, pair counts); errors name the file and key.
   explicit FiveValidationDataset(const ConfigNode& node);
+  // Its keys and values, opening nothing (check_dataset_config).
+  static void check_keys(const ConfigNode& node);
   ~FiveValidationDataset() override;
 
   size_t size() const override { return labels_.size(); }

@@ -51,6 +51,9 @@ class DataLoader {
   // `section` is e.g. cfg["DataLoader"]["Train"] or cfg["DataLoader"]["Eval"]["Query"]: keys dataset, sampler,
   // loader.
   static std::unique_ptr<DataLoader> create(const ConfigNode& section, const LoaderContext& ctx);
+  // Every check of create() that needs no file: section keys, transforms, dataset and sampler nodes, loader
+  // options (featlearn check; docs/config.md, "Checking a config").
+  static void check_config(const ConfigNode& section);
   // From parts (tests, tools).
   DataLoader(std::shared_ptr<const Dataset> dataset, std::shared_ptr<const TransformPipeline> pipeline,
              std::shared_ptr<const BatchSampler> sampler, LoaderOptions options, const LoaderContext& ctx);

@@ -68,6 +68,9 @@ struct ShardInfo {
 
 // Builds the sampler of a `sampler:` node for `dataset`.
 std::unique_ptr<BatchSampler> create_sampler(const ConfigNode& node, const Dataset& dataset, ShardInfo shard);
+// The node's name, keys and values alone (featlearn check): checked against a large stand-in dataset, so
+// what depends on the real list (enough ids or cameras per batch) is left to create_sampler.
+void check_sampler_config(const ConfigNode& node);
 std::vector<std::string> sampler_names();
 
 }  // namespace featlearn

@@ -55,6 +55,10 @@ struct LoadedCheckpoint {
 // pretrained_model / checkpoints take the prefix with or without the suffix).
 std::string paddle_checkpoint_file(const std::string& prefix);
 
+// The resolved config YAML a featlearn checkpoint was written with; "" for Paddle files and for files that cannot
+// be read (load_checkpoint then names the problem).
+std::string checkpoint_config(const std::string& prefix);
+
 // A Paddle file (paddle_checkpoint_file) loads only the model's weights (load_module_weights: PaddleClas names
 // mapped, docs/file-formats.md "Paddle .pdparams"), with a default `meta`; with `load_optimizer` (a resume)
 // it is an error, as Paddle's .pdopt optimizer state is not read.

@@ -35,6 +35,9 @@ struct GlobalConfig {
   int64_t sim_block_size = 64;
   bool re_ranking = false;
   bool overwrite_output = false;                // featlearn: a fresh run may replace output_dir's checkpoints
+  // featlearn: `eval` / `report` without Global.pretrained_model evaluate random weights only when this is true
+  // (otherwise they refuse: docs/config.md, "Global").
+  bool eval_random_weights = false;
   // Training steps per epoch instead of the loader's batches per epoch (PaddleClas's iter_per_epoch; the loader's
   // epochs are read as one stream of batches). Also the LR schedules' iterations per epoch.
   std::optional<int64_t> iter_per_epoch;
