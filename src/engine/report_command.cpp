@@ -121,6 +121,7 @@ std::string write_report(const ReportArgs& args) {
                             g.eval_mode));
 
   const RetrievalSets sets = t.retrieval_sets();
+  const auto extracted = std::chrono::steady_clock::now();
   const auto opt = t.retrieval_options();
   bool descending = true;
   for (const auto& spec : t.metrics().specs())
@@ -133,7 +134,7 @@ std::string write_report(const ReportArgs& args) {
   const int64_t Q = qf.size(0), G = gf.size(0);
 
   report::ReportData d;
-  d.title = "featlearn report: " + fs::path(ca.config).filename().string();
+  d.title = "featlearn report: " + (short_form ? args.run_dir : fs::path(ca.config).filename().string());
   d.subtitle = fmt::format("weights {} · config {} · eval on DataLoader.Eval", g.pretrained_model.value_or("random (Global.eval_random_weights)"), ca.config);
   d.curves = report::curves_from_metrics_jsonl((fs::path(g.output_dir) / "metrics.jsonl").string());
   for (const auto& [name, value] : metrics) d.metrics.push_back({name, value});
@@ -175,10 +176,8 @@ std::string write_report(const ReportArgs& args) {
     }
   d.similarities.lo = lo;
   d.similarities.hi = hi > lo ? hi : lo + 1;
-  d.similarities.samples = {{fmt::format("true matches ({})", pos.size()), std::move(pos)},
-                            {fmt::format("different ids ({}{})", neg.size(),
-                                         neg.size() >= 200000 ? ", sampled" : ""),
-                             std::move(neg)}};
+  if (neg.size() >= 200000) d.similarities.x_label += ", different ids: a uniform sample";
+  d.similarities.samples = {{"true matches", std::move(pos)}, {"different ids", std::move(neg)}};
 
   std::vector<double> ap;
   for (const auto& o : outcomes) ap.push_back(o.ap);
@@ -229,9 +228,13 @@ std::string write_report(const ReportArgs& args) {
   if (const auto parent = fs::path(out).parent_path(); !parent.empty()) fs::create_directories(parent);
   const std::string html = report::render_html(d);
   write_file_atomic(out, html);
-  fmt::print("report: {} ({:.1f} MB, {} queries x top-{}, {:.1f} s)\n", out, static_cast<double>(html.size()) / 1e6,
-             shown.size(), args.topk,
-             std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  const auto now = std::chrono::steady_clock::now();
+  fmt::print("report: {} ({:.2f} MB; {} query and {} gallery images; {} queries shown x top-{}; {:.1f} s: model "
+             "and features {:.1f} s, metrics and page {:.1f} s)\n",
+             out, static_cast<double>(html.size()) / 1e6, Q, G, shown.size(), args.topk,
+             std::chrono::duration<double>(now - start).count(),
+             std::chrono::duration<double>(extracted - start).count(),
+             std::chrono::duration<double>(now - extracted).count());
   return out;
 }
 

@@ -176,14 +176,14 @@ std::string data_row(const std::string& name, const DataLoader& loader) {
     ids.insert(ds.label(i));
     if (ds.has_camids()) cams.insert(ds.camid(i));
   }
-  return fmt::format("| {:<16} | {:>8} | {:>6} | {:>7} | {:>10} | {:>13} |\n", name, ds.size(), ids.size(),
+  return fmt::format("| {:<22} | {:>8} | {:>6} | {:>7} | {:>10} | {:>13} |\n", name, ds.size(), ids.size(),
                      ds.has_camids() ? std::to_string(cams.size()) : "-", loader.batch_size(),
                      loader.batches_per_epoch());
 }
 
 void print_data_summary(const std::vector<std::pair<std::string, const DataLoader*>>& sets, int world) {
-  std::string t = "| set              |   images |    ids | cameras | batch size | batches/epoch |\n"
-                  "|------------------|----------|--------|---------|------------|---------------|\n";
+  std::string t = "| set                    |   images |    ids | cameras | batch size | batches/epoch |\n"
+                  "|------------------------|----------|--------|---------|------------|---------------|\n";
   for (const auto& [name, loader] : sets)
     if (loader) t += data_row(name, *loader);
   fmt::print("{}", t);
@@ -292,6 +292,17 @@ Trainer::Trainer(Config config, Mode mode) : s_(std::make_unique<State>(std::mov
     s.train_loader = DataLoader::create(root["DataLoader"]["Train"], ctx);
     if (s.train_loader->batches_per_epoch() <= 0)
       root["DataLoader"]["Train"].fail("yields no batch per epoch (fewer images than batch_size with drop_last?)");
+    // Labels count from 0: a head with fewer classes than the list's ids fails now, not at the first batch
+    // that holds a larger label (docs/user-guide.md, "Your own data").
+    const auto head = root["Arch"]["Head"];
+    if (head.defined() && head.is_map() && head["class_num"].defined()) {
+      const int64_t classes = s.train_loader->dataset().num_classes();
+      const int64_t class_num = head["class_num"].as<int64_t>();
+      if (classes > class_num)
+        head["class_num"].fail(fmt::format("is {} but DataLoader.Train's labels go up to {} (labels count from 0, "
+                                           "so class_num must be at least {}: the number of training ids)",
+                                           class_num, classes - 1, classes));
+    }
 
     // Optimizer scopes: the model ("RecModel" / "DistillationModel") and each loss with parameters (e.g.
     // CenterLoss), by its config name.

@@ -47,18 +47,42 @@ std::string num(double v) {
   return fmt::format("{:.3f}", v);
 }
 
-// Pixel mapping of a data range, padded when the range is empty.
+// Pixel mapping of a data range, widened to "nice" tick bounds: a tick step of 1, 2 or 5 x 10^k giving about
+// 4-6 ticks (at least 1 for integer data such as iterations, epochs and ranks), the range rounded out to
+// whole steps, and tick labels with just enough decimals for the step.
 struct Axis {
-  double lo, hi;
+  double lo, hi, step;
   double px0, px1;
-  Axis(double l, double h, double p0, double p1) : lo(l), hi(h), px0(p0), px1(p1) {
+  Axis(double l, double h, double p0, double p1, bool integer = false) : lo(l), hi(h), px0(p0), px1(p1) {
     if (!(hi > lo)) {
       const double pad = lo == 0 ? 1 : std::abs(lo) * 0.05;
       lo -= pad;
       hi += pad;
     }
+    const double raw = (hi - lo) / 5;
+    const double mag = std::pow(10.0, std::floor(std::log10(raw)));
+    const double f = raw / mag;
+    step = (f < 1.5 ? 1 : f < 3.5 ? 2 : f < 7.5 ? 5 : 10) * mag;
+    if (integer) step = std::max(step, 1.0);
+    lo = std::floor(lo / step + 1e-9) * step;
+    hi = std::ceil(hi / step - 1e-9) * step;
   }
   double operator()(double v) const { return px0 + (v - lo) / (hi - lo) * (px1 - px0); }
+  std::vector<double> ticks() const {
+    std::vector<double> t;
+    for (int64_t i = 0;; ++i) {
+      const double v = lo + step * static_cast<double>(i);
+      if (v > hi + step * 1e-6 || i > 20) break;
+      t.push_back(std::abs(v) < step * 1e-9 ? 0.0 : v);
+    }
+    return t;
+  }
+  std::string label(double v) const {
+    if (v == 0) return "0";
+    const int decimals = std::max(0, static_cast<int>(std::ceil(-std::log10(step) - 1e-9)));
+    if (std::abs(v) >= 1e5 || decimals > 8) return fmt::format("{:.4g}", v);
+    return fmt::format("{:.{}f}", v, decimals);
+  }
 };
 
 std::string svg_open(int width, int height, const std::string& title) {
@@ -70,12 +94,12 @@ std::string svg_open(int width, int height, const std::string& title) {
 std::string svg_axes(const Axis& x, const Axis& y, double l, double r, double t, double b, const std::string& xl,
                      const std::string& yl) {
   std::string s = fmt::format(R"(<path d="M{0},{1}V{2}H{3}" stroke="#333" fill="none"/>)", l, t, b, r);
-  for (int i = 0; i <= 4; ++i) {
-    const double xv = x.lo + (x.hi - x.lo) * i / 4, yv = y.lo + (y.hi - y.lo) * i / 4;
+  for (const double xv : x.ticks())
     s += fmt::format(R"(<text x="{:.1f}" y="{:.1f}" text-anchor="middle" class="tk">{}</text>)", x(xv), b + 14,
-                     html_escape(num(xv)));
+                     html_escape(x.label(xv)));
+  for (const double yv : y.ticks()) {
     s += fmt::format(R"(<text x="{:.1f}" y="{:.1f}" text-anchor="end" class="tk">{}</text>)", l - 4, y(yv) + 4,
-                     html_escape(num(yv)));
+                     html_escape(y.label(yv)));
     s += fmt::format(R"(<path d="M{:.1f},{:.1f}H{:.1f}" stroke="#eee"/>)", l + 1, y(yv), r);
   }
   s += fmt::format(R"(<text x="{:.1f}" y="{:.1f}" text-anchor="middle" class="tk">{}</text>)", (l + r) / 2, b + 30,
@@ -107,8 +131,11 @@ std::string svg_line_chart(const Chart& chart, int width, int height) {
     }
   if (points == 0)
     return "<p class=\"note\">" + html_escape(chart.title) + ": no data in this run.</p>";
-  const double l = 58, r = width - 130, t = 26, b = height - 40;
-  const Axis x(xlo, xhi, l, r), y(ylo, yhi, b, t);
+  bool integer_x = true;
+  for (const auto& se : chart.series)
+    for (const auto& pt : se.points) integer_x = integer_x && (!std::isfinite(pt.first) || pt.first == std::floor(pt.first));
+  const double l = 58, r = width - 150, t = 26, b = height - 40;
+  const Axis x(xlo, xhi, l, r, integer_x), y(ylo, yhi, b, t);
   std::string s = svg_open(width, height, chart.title) + svg_axes(x, y, l, r, t, b, chart.x_label, chart.y_label);
   std::vector<std::string> names;
   for (size_t i = 0; i < chart.series.size(); ++i) {
@@ -153,18 +180,18 @@ std::string svg_histogram(const HistogramChart& h, int width, int height) {
     density.push_back(std::move(c));
   }
   if (top == 0) return "<p class=\"note\">" + html_escape(h.title) + ": no data.</p>";
-  const double l = 58, r = width - 130, t = 26, b = height - 40;
+  const double l = 58, r = width - 150, t = 26, b = height - 40;
   const Axis x(h.lo, h.hi, l, r), y(0, top, b, t);
   std::string s = svg_open(width, height, h.title) + svg_axes(x, y, l, r, t, b, h.x_label, "fraction");
   std::vector<std::string> names;
-  const double bw = (r - l) / bins;
+  const double bin = (h.hi - h.lo) / bins, bw = x(h.lo + bin) - x(h.lo);
   for (size_t i = 0; i < density.size(); ++i) {
     names.push_back(h.samples[i].first + " (" + std::to_string(h.samples[i].second.size()) + ")");
     for (int k = 0; k < bins; ++k)
       if (density[i][k] > 0)
         s += fmt::format(R"(<rect x="{:.1f}" y="{:.1f}" width="{:.1f}" height="{:.1f}" fill="{}" fill-opacity="0.5"><title>{}: {:.4f}</title></rect>)",
-                         l + bw * k, y(density[i][k]), bw, b - y(density[i][k]), kColors[i % 10],
-                         html_escape(num(h.lo + (h.hi - h.lo) * (k + 0.5) / bins)), density[i][k]);
+                         x(h.lo + bin * k), y(density[i][k]), bw, b - y(density[i][k]), kColors[i % 10],
+                         html_escape(fmt::format("{:.6g}", h.lo + (h.hi - h.lo) * (k + 0.5) / bins)), density[i][k]);
   }
   return s + legend(names, r + 10, t + 4) + "</svg>";
 }
@@ -349,7 +376,7 @@ std::string render_html(const ReportData& data) {
       for (size_t k = 0; k < q.top.size(); ++k) {
         const auto& it = q.top[k];
         h += image_cell(it.path, it.match ? "hit" : "miss",
-                        fmt::format("<div>#{} {:.3f}</div><div>id {}</div>", k + 1, it.score, html_escape(it.label)));
+                        fmt::format("<div>#{} {:.4f}</div><div>id {}</div>", k + 1, it.score, html_escape(it.label)));
       }
       h += "</tr>";
     }

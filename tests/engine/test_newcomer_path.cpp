@@ -77,11 +77,9 @@ TEST(NewcomerPath, EvalRefusesRandomWeightsUnlessAsked) {
   // Asked for: it runs (on real data) and says what it evaluated.
   const fs::path data = test::make_tiny_reid_dataset(dir / "data");
   const std::string ok = write(dir / "ok.yaml", test::tiny_reid_config(data, dir / "out"));
-  testing::internal::CaptureStdout();
-  EXPECT_EQ(cmd_eval(ConfigArgs{ok, {"Global.eval_random_weights=True"}}), 0);
-  const std::string out = testing::internal::GetCapturedStdout();
+  const std::string out = test::stdout_of([&] { cmd_eval(ConfigArgs{ok, {"Global.eval_random_weights=True"}}); });
   EXPECT_NE(out.find("[Eval][random weights]"), std::string::npos) << out;
-  EXPECT_NE(out.find("| Eval.Query       |       12 |      6 |       1 |"), std::string::npos) << out;
+  EXPECT_NE(out.find("| Eval.Query             |       12 |      6 |       1 |"), std::string::npos) << out;
   EXPECT_EQ(out.find("resolved config"), std::string::npos) << "the config is printed only with --print-config";
 }
 
@@ -119,9 +117,8 @@ TEST(NewcomerPath, WholeConfigCheckedInEveryCommandFirst) {
         {"export", [&] { cmd_export(ConfigArgs{cfg, with_weights}); }},
     };
     for (const auto& [name, run] : commands) {
-      testing::internal::CaptureStdout();
-      const std::string msg = error_of(run);
-      testing::internal::GetCapturedStdout();
+      std::string msg;
+      test::stdout_of([&] { msg = error_of(run); });
       // The config error, not the missing list directory (which would be reported only after it).
       EXPECT_NE(msg.find(c.expect), std::string::npos) << c.what << " / " << name << ": " << msg;
       EXPECT_EQ(msg.find("does not exist"), std::string::npos) << c.what << " / " << name << ": " << msg;
@@ -137,18 +134,14 @@ TEST(NewcomerPath, WholeConfigCheckedInEveryCommandFirst) {
 TEST(NewcomerPath, CheckSaysOkAndWhatTheConfigIsFor) {
   const fs::path dir = scratch("ok");
   const std::string cfg = write(dir / "c.yaml", test::tiny_reid_config(dir / "not_needed", dir / "out"));
-  testing::internal::CaptureStdout();
-  EXPECT_EQ(cmd_check(ConfigArgs{cfg, {}}), 0);
-  std::string out = testing::internal::GetCapturedStdout();
+  std::string out = test::stdout_of([&] { cmd_check(ConfigArgs{cfg, {}}); });
   EXPECT_NE(out.find("ok: " + cfg), std::string::npos) << out;
   EXPECT_NE(out.find("ready for: train, eval, export, describe"), std::string::npos) << out;
   // An eval-only config (no Loss.Train, no Optimizer) is fine for eval, not for train.
   std::string eval_only = test::tiny_reid_config(dir / "not_needed", dir / "out");
   eval_only = eval_only.substr(0, eval_only.find("Loss:")) + eval_only.substr(eval_only.find("DataLoader:"));
   const std::string cfg2 = write(dir / "e.yaml", eval_only);
-  testing::internal::CaptureStdout();
-  EXPECT_EQ(cmd_check(ConfigArgs{cfg2, {}}), 0);
-  out = testing::internal::GetCapturedStdout();
+  out = test::stdout_of([&] { cmd_check(ConfigArgs{cfg2, {}}); });
   EXPECT_NE(out.find("ready for: eval, export, describe"), std::string::npos) << out;
   EXPECT_NE(out.find("not for train: missing Loss.Train"), std::string::npos) << out;
 }
@@ -159,24 +152,31 @@ TEST(NewcomerPath, CheckpointArchIsUsedAndBarePathListsExtract) {
   const fs::path dir = scratch("arch");
   const fs::path data = test::make_tiny_reid_dataset(dir / "data");
   const std::string cfg = write(dir / "c.yaml", test::tiny_reid_config(data, dir / "out"));
-  testing::internal::CaptureStdout();
-  cmd_train(ConfigArgs{cfg, {"Arch.Head.class_num=7", "Global.epochs=1", "Global.eval_during_train=False"}});
-  const std::string train_out = testing::internal::GetCapturedStdout();
-  EXPECT_NE(train_out.find("| Train            |       24 |      6 |       2 |          8 |             3 |"),
+  const std::string train_out = test::stdout_of([&] {
+    cmd_train(ConfigArgs{cfg, {"Arch.Head.class_num=7", "Global.epochs=1", "Global.eval_during_train=False"}});
+  });
+  EXPECT_NE(train_out.find("| Train                  |       24 |      6 |       2 |          8 |             3 |"),
             std::string::npos)
       << train_out;
   EXPECT_NE(train_out.find("batch_cost: "), std::string::npos);
   EXPECT_NE(train_out.find("reader_cost: "), std::string::npos);
   EXPECT_NE(train_out.find("Checkpoints: " + (dir / "out" / "RecModel").string()), std::string::npos) << train_out;
 
+  // A head too small for the list's labels fails before training, naming the key and the needed size.
+  std::string small;
+  test::stdout_of([&] {
+    small = error_of([&] {
+      cmd_train(ConfigArgs{cfg, {"Arch.Head.class_num=5", "Global.output_dir=" + (dir / "small").string()}});
+    });
+  });
+  EXPECT_NE(small.find("Arch.Head.class_num (set by -o): is 5 but DataLoader.Train's labels go up to 5"), std::string::npos) << small;
+  EXPECT_NE(small.find("class_num must be at least 6"), std::string::npos) << small;
+
   const std::string weights = "Global.pretrained_model=" + (dir / "out" / "RecModel" / "latest").string();
-  testing::internal::CaptureStdout();
-  EXPECT_EQ(cmd_export(ConfigArgs{cfg, {weights, "Global.save_inference_dir=" + (dir / "inf").string()}}, false), 0);
-  const std::string exp_out = testing::internal::GetCapturedStdout();
+  const std::string exp_out = test::stdout_of(
+      [&] { cmd_export(ConfigArgs{cfg, {weights, "Global.save_inference_dir=" + (dir / "inf").string()}}, false); });
   EXPECT_NE(exp_out.find("Arch.Head.class_num (6 in the config, 7 in the checkpoint)"), std::string::npos) << exp_out;
-  testing::internal::CaptureStdout();
-  EXPECT_EQ(cmd_eval(ConfigArgs{cfg, {weights}}), 0);
-  const std::string eval_out = testing::internal::GetCapturedStdout();
+  const std::string eval_out = test::stdout_of([&] { cmd_eval(ConfigArgs{cfg, {weights}}); });
   EXPECT_NE(eval_out.find("[Eval][" + (dir / "out" / "RecModel" / "latest.ckpt").string() + "]"), std::string::npos)
       << eval_out;
 
@@ -191,9 +191,7 @@ TEST(NewcomerPath, CheckpointArchIsUsedAndBarePathListsExtract) {
   ex.image_root = data.string();
   ex.list = (dir / "bare.txt").string();
   ex.out = (dir / "feats.npy").string();
-  testing::internal::CaptureStdout();
-  EXPECT_EQ(cmd_extract(ex), 0);
-  const std::string ex_out = testing::internal::GetCapturedStdout();
+  const std::string ex_out = test::stdout_of([&] { cmd_extract(ex); });
   EXPECT_NE(ex_out.find("L2-normalized"), std::string::npos) << ex_out;
   std::ifstream meta(dir / "feats_meta.jsonl");
   std::vector<nlohmann::json> rows;
@@ -206,9 +204,7 @@ TEST(NewcomerPath, CheckpointArchIsUsedAndBarePathListsExtract) {
   // With labels and cameras: the meta rows carry them.
   std::ofstream(dir / "full.txt") << "images/id2&cam<1>_0.png 2 1\n";
   ex.list = (dir / "full.txt").string();
-  testing::internal::CaptureStdout();
-  EXPECT_EQ(cmd_extract(ex), 0);
-  testing::internal::GetCapturedStdout();
+  test::stdout_of([&] { cmd_extract(ex); });
   std::ifstream meta2(dir / "feats_meta.jsonl");
   std::string line;
   std::getline(meta2, line);

@@ -1,10 +1,13 @@
 // A tiny ReID run shared by engine tests: 24 generated images and a 2-epoch ResNet18 retrieval config.
 #pragma once
 #include <fmt/format.h>
+#include <gtest/gtest.h>
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
+#include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <random>
 #include <string>
@@ -12,6 +15,19 @@
 namespace featlearn::test {
 
 namespace fs = std::filesystem;
+
+// What `f` prints on stdout (also when it throws: the exception is rethrown after the capture ends).
+inline std::string stdout_of(const std::function<void()>& f) {
+  testing::internal::CaptureStdout();
+  try {
+    f();
+  } catch (...) {
+    const std::string out = testing::internal::GetCapturedStdout();
+    std::fputs(out.c_str(), stderr);
+    throw;
+  }
+  return testing::internal::GetCapturedStdout();
+}
 
 // 6 identities x 2 cameras x 2 images: a coloured disc whose colour encodes the id, noise per image.
 // Query = camera 0, gallery = camera 1.
@@ -68,7 +84,7 @@ Global:
 Arch:
   name: RecModel
   Backbone: {name: ResNet18, pretrained: False}
-  BackboneStopLayer: {name: avg_pool}
+  BackboneStopLayer: {name: flatten}
   Neck: {name: FC, embedding_size: 512, class_num: 16}
   Head: {name: ArcMargin, embedding_size: 16, class_num: 6, margin: 0.15, scale: 16}
 Loss:

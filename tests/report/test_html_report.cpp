@@ -104,7 +104,14 @@ TEST(HtmlReport, ChartsDrawOnePathPerSeriesAndSayWhenEmpty) {
   Chart c{"CMC", "rank", "recall", {{"cmc", {{1, 0.5}, {2, 0.75}, {3, 1.0}}}, {"other", {{1, 0.1}, {2, std::nan("")}}}}};
   const std::string svg = svg_line_chart(c);
   EXPECT_EQ(svg.rfind("<svg", 0), 0u);
-  EXPECT_EQ(count(svg, "<path d=\"M"), 2u + 1u + 5u);  // two series, the axes, five grid lines
+  // Two series, the axes, and a grid line per y tick: y spans 0.1..1, so nice ticks of 0.2 from 0 to 1.
+  EXPECT_EQ(count(svg, "<path d=\"M"), 2u + 1u + 6u);
+  for (const char* tick : {">0<", ">0.2<", ">0.4<", ">0.6<", ">0.8<", ">1.0<"})
+    EXPECT_NE(svg.find(std::string("class=\"tk\"") + tick), std::string::npos) << tick;
+  // Integer x values (ranks) get whole-number ticks only.
+  for (const char* tick : {">1<", ">2<", ">3<"})
+    EXPECT_NE(svg.find(std::string("class=\"tk\"") + tick), std::string::npos) << tick;
+  EXPECT_EQ(svg.find(">1.5<"), std::string::npos);
   EXPECT_EQ(count(svg, "<circle"), 4u);                // the NaN point is a gap
   EXPECT_NE(svg.find("<title>cmc 2: 0.75</title>"), std::string::npos);
   EXPECT_NE(svg_line_chart(Chart{"Empty", "x", "y", {}}).find("no data"), std::string::npos);
