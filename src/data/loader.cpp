@@ -234,7 +234,8 @@ void DataLoader::check_config(const ConfigNode& section) {
   (void)TransformPipeline::create(ds_node[ops_key], pil_input);
   (void)loader_options(section["loader"]);
   check_dataset_config(ds_node);
-  check_sampler_config(section["sampler"]);
+  // A missing sampler is reported when a loader is built (export reads an Eval set's transforms alone).
+  if (section["sampler"].defined()) check_sampler_config(section["sampler"]);
 }
 
 void DataLoader::start_epoch(int64_t epoch, int64_t first_batch) {

@@ -54,28 +54,40 @@ std::shared_ptr<FrozenForward::Entry> FrozenForward::build(const torch::Tensor& 
   const auto check = torch::randn(shape, gen, options);
   auto entry = std::make_shared<Entry>();
   const std::string what = fmt::format("[{}]", fmt::join(input.sizes().slice(1).vec(), ", "));
-  try {
-    auto graph = trace_frozen(fn_, module_, example);
-    optimize_for_cpu(graph, opts_);
-    auto runner = std::make_shared<GraphRunner>(graph);
-    torch::NoGradGuard no_grad;
-    const auto want = fn_(check);
-    const auto got = (*runner)(opts_.channels_last && check.dim() == 4
-                                   ? check.contiguous(at::MemoryFormat::ChannelsLast)
-                                   : check);
-    // A bound far above float rounding (measured differences are ~1e-6 relative): it catches a wrong graph
-    // (a batch size or shape baked into the trace), not rounding.
-    const double scale = 1.0 + want.abs().max().item<double>();
-    if (got.sizes() != want.sizes() || (got - want).abs().max().item<double>() > 1e-3 * scale) {
-      fmt::print(stderr, "warning: the optimized CPU graph for input {} differs from the eager forward; running it "
-                 "eager (docs/deploy.md, Fast extraction)\n", what);
-    } else {
-      entry->runner = std::move(runner);
-    }
-  } catch (const std::exception& e) {
-    fmt::print(stderr, "warning: could not trace an optimized CPU graph for input {} ({}); running it eager\n",
-               what, e.what());
+  // The configured passes first; when they convert to oneDNN and the result differs, the fallback without it.
+  std::vector<CpuGraphOptions> tries{opts_};
+  if (opts_.mkldnn) {
+    CpuGraphOptions plain = opts_;
+    plain.mkldnn = false;
+    plain.channels_last = true;
+    tries.push_back(plain);
   }
+  std::string failure;
+  for (const auto& opts : tries) {
+    try {
+      auto graph = trace_frozen(fn_, module_, example);
+      optimize_for_cpu(graph, opts);
+      auto runner = std::make_shared<GraphRunner>(graph);
+      torch::NoGradGuard no_grad;
+      const auto want = fn_(check);
+      const auto got = (*runner)(opts.channels_last && check.dim() == 4
+                                     ? check.contiguous(at::MemoryFormat::ChannelsLast)
+                                     : check);
+      // A bound far above float rounding (measured differences are ~1e-6 relative): it catches a wrong graph
+      // (a batch size or shape baked into the trace, a miscomputing op), not rounding.
+      const double scale = 1.0 + want.abs().max().item<double>();
+      if (got.sizes() == want.sizes() && (got - want).abs().max().item<double>() <= 1e-3 * scale) {
+        entry->runner = std::move(runner);
+        entry->channels_last = opts.channels_last && check.dim() == 4;
+        return entry;
+      }
+      failure = "differs from the eager forward";
+    } catch (const std::exception& e) {
+      failure = std::string("could not be traced: ") + e.what();
+    }
+  }
+  fmt::print(stderr, "warning: the optimized CPU graph for input {} {}; running it eager (docs/deploy.md, Fast "
+             "extraction)\n", what, failure);
   return entry;
 }
 
@@ -100,8 +112,7 @@ torch::Tensor FrozenForward::operator()(const torch::Tensor& input) {
   auto entry = entry_for(input);
   torch::NoGradGuard no_grad;
   if (!entry->runner) return fn_(input);
-  return (*entry->runner)(opts_.channels_last && input.dim() == 4 ? input.contiguous(at::MemoryFormat::ChannelsLast)
-                                                                  : input);
+  return (*entry->runner)(entry->channels_last ? input.contiguous(at::MemoryFormat::ChannelsLast) : input);
 }
 
 }  // namespace featlearn::deploy

@@ -174,6 +174,8 @@ std::string write_report(const ReportArgs& args) {
       hi = first ? x : std::max(hi, x);
       first = false;
     }
+  // L2-normalized features: cosine similarities, within [-1, 1] up to rounding.
+  if (g.feature_normalize && g.feature_binarize.empty()) lo = std::max(lo, -1.0f), hi = std::min(hi, 1.0f);
   d.similarities.lo = lo;
   d.similarities.hi = hi > lo ? hi : lo + 1;
   if (neg.size() >= 200000) d.similarities.x_label += ", different ids: a uniform sample";

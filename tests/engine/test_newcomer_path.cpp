@@ -10,6 +10,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "../error_of.h"
 #include "tiny_run.h"
 
 #include <cstdio>
@@ -20,6 +21,7 @@
 
 namespace fs = std::filesystem;
 using namespace featlearn;
+using featlearn::test::error_of;
 
 namespace {
 
@@ -28,15 +30,6 @@ fs::path scratch(const std::string& name) {
   fs::remove_all(p);
   fs::create_directories(p);
   return p;
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "no error";
 }
 
 std::string run_program(const std::string& args) {

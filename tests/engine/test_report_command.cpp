@@ -8,6 +8,7 @@
 #include <featlearn/engine/commands.h>
 #include <featlearn/engine/trainer.h>
 
+#include "../error_of.h"
 #include "tiny_run.h"
 #include <fmt/format.h>
 #include <gtest/gtest.h>
@@ -146,14 +147,7 @@ TEST(ReportCommand, ShortFormWritesOneSelfContainedPage) {
 
 TEST(ReportCommand, ErrorsNameWhatIsMissing) {
   const TrainedRun& r = trained_run();
-  auto message = [](const ReportArgs& a) {
-    try {
-      write_report(a);
-    } catch (const std::exception& e) {
-      return std::string(e.what());
-    }
-    return std::string("no error");
-  };
+  auto message = [](const ReportArgs& a) { return test::error_of([&] { write_report(a); }); };
   ReportArgs a;
   a.run_dir = r.data.string();  // not a run directory
   EXPECT_NE(message(a).find("has no config.yaml"), std::string::npos) << message(a);

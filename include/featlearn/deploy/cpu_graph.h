@@ -42,8 +42,10 @@ int64_t count_nodes(const torch::jit::Graph& graph, const std::string& kind);
 // afterwards (the graph holds a copy); `module` outlives this object.
 // Ensures: operator() returns what fn returns, within float rounding. The first call with a new [C, H, W]
 // traces fn on a [2, C, H, W] random batch, optimizes the graph, and checks it against fn on a [3, C, H, W]
-// random batch (so a batch size baked into the trace is caught too); if they differ, that shape runs fn
-// (eager) from then on and a warning is printed once. Thread-safe: concurrent calls share the graphs, each run
+// random batch (so a batch size baked into the trace is caught too); if they differ and the options convert to
+// oneDNN, the graph is optimized again without oneDNN and with channels_last input (oneDNN's converted ops give
+// wrong results for some models on some CPUs: PPLCNet on AVX-512 Xeons, docs/deploy.md) and checked again; if
+// that differs too, that shape runs fn (eager) from then on and a warning is printed once. Thread-safe: concurrent calls share the graphs, each run
 // has its own interpreter state; tracing is done once per shape, under a lock.
 class FrozenForward {
  public:
@@ -55,6 +57,7 @@ class FrozenForward {
  private:
   struct Entry {
     std::shared_ptr<GraphRunner> runner;  // null: this shape runs eager
+    bool channels_last = false;           // the runner takes channels_last input
   };
   std::shared_ptr<Entry> entry_for(const torch::Tensor& input);
   std::shared_ptr<Entry> build(const torch::Tensor& input);
