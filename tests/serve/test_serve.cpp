@@ -697,6 +697,9 @@ Arch:
 DataLoader:
   Eval:
     dataset:
+      name: ImageNetDataset  # export reads the transforms; the whole config is checked (the list is not read)
+      image_root: ")" + dir.string() + R"("
+      cls_label_path: ")" + (dir / "unused.txt").string() + R"("
       transform_ops:
         - DecodeImage: {to_rgb: True, channel_first: False}
         - ResizeImage: {size: 24}
