@@ -9,6 +9,19 @@
 
 #include <iostream>
 
+namespace {
+// `-o Global.epochs 3` (a space instead of '='): CLI11 would only say that "3" was not expected.
+void refuse_spaced_overrides(int argc, char** argv) {
+  for (int i = 1; i + 2 < argc; ++i) {
+    const std::string opt = argv[i], key = argv[i + 1], value = argv[i + 2];
+    if ((opt == "-o" || opt == "--override") && key.find('=') == std::string::npos && !value.empty() &&
+        value[0] != '-' && value.find('=') == std::string::npos)
+      throw featlearn::ConfigError("-o " + key + " " + value + ": expected Key.sub=value without spaces around '=' "
+                                   "(write -o " + key + "=" + value + ")");
+  }
+}
+}  // namespace
+
 int main(int argc, char** argv) {
   featlearn::ensure_blas_coretype(argv);
   featlearn::LaunchArgs la;
@@ -157,6 +170,12 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   launch->allow_extras();
 
+  try {
+    refuse_spaced_overrides(argc, argv);
+  } catch (const featlearn::Error& e) {
+    std::cerr << "error: " << e.what() << "\n";
+    return 2;
+  }
   CLI11_PARSE(app, argc, argv);
   try {
     featlearn::init_runtime();

@@ -223,6 +223,13 @@ TEST(NewcomerPath, HelpAndVersion) {
   const std::string train_help = run_program("train --help");
   EXPECT_NE(train_help.find("--print-config"), std::string::npos) << train_help;
   EXPECT_NE(train_help.find("Global.checkpoints"), std::string::npos) << train_help;
+  // A space instead of '=' after -o: the program says how to write it (not CLI11's "3 was not expected").
+  const std::string spaced =
+      run_program(std::string("check -c ") + FEATLEARN_SOURCE_DIR + "/configs/emoji/ResNet18_reid.yaml -o Global.epochs 3");
+  EXPECT_NE(spaced.find("error: -o Global.epochs 3: expected Key.sub=value without spaces around '=' (write -o "
+                        "Global.epochs=3)"),
+            std::string::npos)
+      << spaced;
   const std::string version = run_program("--version");
   EXPECT_NE(version.find("featlearn "), std::string::npos) << version;
   EXPECT_NE(version.find("LibTorch "), std::string::npos) << version;
