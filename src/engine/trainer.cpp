@@ -168,7 +168,7 @@ void refuse_overwrite(const ConfigNode& global, const std::string& ckpt_dir) {
 }  // namespace
 
 namespace {
-// One row of the data summary the run prints first (docs/user-guide.md, "What training prints").
+// One row of the data summary the run prints first (docs/user-guide.md, "Training").
 std::string data_row(const std::string& name, const DataLoader& loader) {
   const Dataset& ds = loader.dataset();
   std::set<int64_t> ids, cams;
@@ -293,7 +293,7 @@ Trainer::Trainer(Config config, Mode mode) : s_(std::make_unique<State>(std::mov
     if (s.train_loader->batches_per_epoch() <= 0)
       root["DataLoader"]["Train"].fail("yields no batch per epoch (fewer images than batch_size with drop_last?)");
     // Labels count from 0: a head with fewer classes than the list's ids fails now, not at the first batch
-    // that holds a larger label (docs/user-guide.md, "Your own data").
+    // that holds a larger label (docs/user-guide.md, "Your own data": class_num).
     const auto head = root["Arch"]["Head"];
     if (head.defined() && head.is_map() && head["class_num"].defined()) {
       const int64_t classes = s.train_loader->dataset().num_classes();
