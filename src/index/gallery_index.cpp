@@ -153,6 +153,12 @@ int64_t meta_int(sqlite::Db& db, const std::string& key, const std::string& wher
   }
 }
 
+// False for a database file that holds no table at all: what a first build killed before its commit leaves.
+bool has_committed_build(sqlite::Db& db) {
+  sqlite::Stmt st(db, "SELECT count(*) FROM sqlite_master");
+  return st.step() && st.int64(0) > 0;
+}
+
 // Reads format and version; Error for a foreign or newer database.
 void check_format(sqlite::Db& db, const std::string& where) {
   auto format = meta_get(db, "format");
@@ -346,11 +352,14 @@ std::unique_ptr<GalleryIndex> GalleryIndex::create(const std::string& dir, const
 
   impl->db = std::make_unique<sqlite::Db>(impl->db_path(), true);
   auto& db = *impl->db;
-  create_schema(db);
-  if (meta_get(db, "format")) check_format(db, dir);
   std::vector<int64_t> ids;
   {
+    // The schema is created in the same transaction as the items and the meta rows (SQLite's DDL is
+    // transactional): a build killed before it commits leaves a database without tables, which open()
+    // reports as an interrupted first build, and which the next build fills.
     sqlite::Transaction tx(db);
+    create_schema(db);
+    if (meta_get(db, "format")) check_format(db, dir);
     const int64_t gen = meta_get(db, "generation") ? meta_int(db, "generation", dir) + 1 : 1;
     db.exec("DELETE FROM items; DELETE FROM removed; DELETE FROM sqlite_sequence WHERE name = 'items'");
     ids = insert_items(db, items, codes, code_bytes(spec), gen);
@@ -380,6 +389,10 @@ std::unique_ptr<GalleryIndex> GalleryIndex::open(const std::string& dir, bool wr
   if (writable) impl->lock_fd = take_lock(dir);
   impl->db = std::make_unique<sqlite::Db>(impl->db_path(), false);
   auto& db = *impl->db;
+  if (!has_committed_build(db))
+    throw Error(fmt::format("{}: the index's first build was interrupted before it committed (no item was "
+                            "stored); build it again (featlearn index build, IndexProcess.index_operation: new)",
+                            dir));
   check_format(db, dir);
   {
     // One read transaction: the generation, items and replay log agree with each other.

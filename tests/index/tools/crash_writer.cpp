@@ -44,8 +44,17 @@ int main(int argc, char** argv) {
   };
   try {
     std::unique_ptr<GalleryIndex> idx;
-    if (std::filesystem::exists(std::filesystem::path(dir) / "gallery.db")) {
-      idx = GalleryIndex::open(dir, true);
+    bool built = std::filesystem::exists(std::filesystem::path(dir) / "gallery.db");
+    if (built) {
+      try {
+        idx = GalleryIndex::open(dir, true);
+      } catch (const Error& e) {
+        // An earlier writer was killed inside the first build: build again, as a user would be told to.
+        if (std::string(e.what()).find("first build was interrupted") == std::string::npos) throw;
+        built = false;
+      }
+    }
+    if (built) {
       for (const auto id : idx->ids()) next_key = std::max<int64_t>(next_key, std::stoll(idx->get(id)->path.substr(1)) + 1);
       next_key += 100000;  // keys never repeat, also after a killed add whose keys were never committed
     } else {
