@@ -18,6 +18,7 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <regex>
 #include <sstream>
 
 namespace featlearn {
@@ -87,6 +88,39 @@ void check_value(const c10::IValue& v, const std::string& file, const std::strin
 // that storage, which can be shorter in a damaged file: fits_storage alone would pass a view past the record.
 // So each archive of the file (`data`, `constants`) is unpickled once with every storage taken from its record
 // at the record's real size, and each tensor is checked against that.
+// The TorchScript source LibTorch's archive carries (code/__torch__.py) is parsed by load_from, and LibTorch's
+// parser can crash on damaged source (found by the ckpt fuzz target). A featlearn checkpoint's source is the
+// one class LibTorch writes for an archive: its parameter and buffer lists and attribute annotations. Any
+// other line, or any other source record, makes the file refused before LibTorch parses it.
+void check_code_records(const std::string& path) {
+  static const std::regex line(
+      R"(class Module\(Module\):|  __(parameters|buffers)__ = \[[^\]\n]*\]|)"
+      R"(  __annotations__\["[^"\\\n]*"\] = Tensor|  [A-Za-z_][A-Za-z0-9_]* : [A-Za-z_][A-Za-z0-9_\[\], ]*|)");
+  try {
+    caffe2::serialize::PyTorchStreamReader reader(path);
+    for (const auto& name : reader.getAllRecords()) {
+      if (name.rfind("code/", 0) != 0) continue;
+      if (name == "code/__torch__.py.debug_pkl") continue;  // read only when a script fails, never run
+      if (name != "code/__torch__.py")
+        throw Error(path + ": not a featlearn checkpoint (unexpected TorchScript record '" + name + "')");
+      auto rec = reader.getRecord(name);
+      const std::string text(static_cast<const char*>(std::get<0>(rec).get()), std::get<1>(rec));
+      std::istringstream in(text);
+      int n = 0;
+      for (std::string l; std::getline(in, l);)
+        if (!std::regex_match(l, line))
+          throw Error(fmt::format("{}: damaged checkpoint: line {} of its code/__torch__.py record is not what "
+                                  "featlearn writes", path, n + 1));
+        else
+          ++n;
+    }
+  } catch (const Error&) {
+    throw;
+  } catch (const std::exception&) {
+    throw Error(path + ": not a readable featlearn checkpoint (corrupt or foreign file)");
+  }
+}
+
 void check_records(caffe2::serialize::PyTorchStreamReader& reader, const std::string& file) {
   const auto records = reader.getAllRecords();
   for (const std::string archive : {"data", "constants"}) {
@@ -238,6 +272,7 @@ std::string checkpoint_config(const std::string& prefix) {
   const std::string path = checkpoint_path(prefix);
   if (!fs::exists(path)) return "";
   try {
+    check_code_records(path);
     Reader r;
     r.file = path;
     r.ar.load_from(path);
@@ -266,6 +301,7 @@ LoadedCheckpoint load_checkpoint(const std::string& prefix, torch::nn::Module& m
   }
   const std::string path = checkpoint_path(prefix);
   if (!fs::exists(path)) throw Error(path + ": checkpoint not found (pass the prefix, e.g. output/RecModel/latest)");
+  check_code_records(path);
   Reader r;
   r.file = path;
   try {

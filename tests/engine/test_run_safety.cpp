@@ -346,3 +346,23 @@ TEST(RunSafety, CudaGeneratorStatesRoundTrip) {
   load_checkpoint((dir / "c").string(), *m, nullptr, [](torch::serialize::InputArchive&) {});
   EXPECT_TRUE(torch::equal(torch::rand({8}, torch::kCUDA).cpu(), expected));
 }
+
+// A checkpoint whose TorchScript source record was damaged (a ckpt fuzz finding: LibTorch's parser crashed on
+// it inside InputArchive::load_from) is refused before LibTorch parses it.
+TEST(RunSafety, DamagedTorchScriptSourceIsRefusedBeforeLibTorchParsesIt) {
+  const auto file = (std::filesystem::temp_directory_path() / ("featlearn_ts_" + std::to_string(::getpid()) + ".ckpt")).string();
+  std::filesystem::copy_file(std::string(FEATLEARN_SOURCE_DIR) + "/tests/fuzz/corpus/ckpt/regress_torchscript_source",
+                             file, std::filesystem::copy_options::overwrite_existing);
+  torch::nn::Linear m(2, 2);
+  try {
+    load_checkpoint(file, *m, nullptr, nullptr);
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    EXPECT_TRUE(msg.find("code/__torch__.py record is not what featlearn writes") != std::string::npos ||
+                msg.find("not a readable featlearn checkpoint") != std::string::npos)
+        << msg;
+  }
+  EXPECT_EQ(checkpoint_config(file), "");
+  std::filesystem::remove(file);
+}
