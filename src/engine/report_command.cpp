@@ -46,10 +46,6 @@ ConfigArgs run_dir_config(const ReportArgs& args) {
   return c;
 }
 
-std::string label_text(const torch::Tensor& labels, int64_t i) {
-  return std::to_string(labels[i].item<int64_t>());
-}
-
 // Scores [rows, G] (larger = closer) of the given query rows: the similarity evaluation ranks by (negated when
 // the metrics' `descending` is false), or minus the k-reciprocal distance with Global.re_ranking.
 torch::Tensor scores_of(const RetrievalSets& sets, const std::vector<int64_t>& rows, const RetrievalOptions& opt,
@@ -189,11 +185,13 @@ std::string write_report(const ReportArgs& args) {
   std::vector<report::QueryRow> rows;
   if (!shown.empty()) {
     const auto s = scores_of(sets, shown, opt, descending).contiguous();
-    const int64_t* gl = gal.labels.flatten().contiguous().data_ptr<int64_t>();
+    // Held here: the pointers below read these tensors' storage.
+    const auto glabels = gal.labels.flatten().contiguous(), qlabels = q.labels.flatten().contiguous();
     const auto gcam = cams ? gal.camids.flatten().contiguous() : torch::Tensor();
+    const int64_t* gl = glabels.data_ptr<int64_t>();
     for (size_t r = 0; r < shown.size(); ++r) {
       const int64_t qi = shown[r];
-      const int64_t label = q.labels.flatten()[qi].item<int64_t>();
+      const int64_t label = qlabels.data_ptr<int64_t>()[qi];
       const int64_t cam = cams ? q.camids.flatten()[qi].item<int64_t>() : 0;
       const float* sp = s.data_ptr<float>() + static_cast<int64_t>(r) * G;
       // The ranking evaluate_retrieval uses: excluded items (same id and camera) left out, ties by index.
@@ -210,7 +208,7 @@ std::string write_report(const ReportArgs& args) {
       row.first_match_rank = outcomes[static_cast<size_t>(qi)].first_rank;
       for (int64_t j = 0; j < k; ++j) {
         const int64_t gi = order[static_cast<size_t>(j)];
-        row.top.push_back({sets.gallery_paths[static_cast<size_t>(gi)], label_text(gal.labels.flatten(), gi),
+        row.top.push_back({sets.gallery_paths[static_cast<size_t>(gi)], std::to_string(gl[gi]),
                            descending ? sp[gi] : -sp[gi], gl[gi] == label});
       }
       rows.push_back(std::move(row));
