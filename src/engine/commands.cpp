@@ -46,15 +46,19 @@ void print_config(const ConfigArgs& args, const Config& c) {
   fmt::print("---- resolved config ({}) ----\n{}\n------------------------------\n", c.file(), c.dump());
 }
 
+// A YAML node in flow form on one line (`{name: FC, class_num: 50}`).
+std::string flow_yaml(const YAML::Node& n) {
+  YAML::Emitter e;
+  e.SetMapFormat(YAML::Flow);
+  e.SetSeqFormat(YAML::Flow);
+  e << n;
+  return e.c_str();
+}
+
 // Leaf paths where two YAML trees differ, as "path: A vs B" (values in flow form).
 void differences(const YAML::Node& a, const YAML::Node& b, const std::string& path, std::vector<std::string>* out) {
   auto flow = [](const YAML::Node& n) -> std::string {
-    if (!n.IsDefined() || n.IsNull()) return "(absent)";
-    YAML::Emitter e;
-    e.SetMapFormat(YAML::Flow);
-    e.SetSeqFormat(YAML::Flow);
-    e << n;
-    return e.c_str();
+    return !n.IsDefined() || n.IsNull() ? "(absent)" : flow_yaml(n);
   };
   if (a.IsMap() && b.IsMap()) {
     std::set<std::string> keys;
@@ -86,12 +90,8 @@ Config load_config_for_weights(const ConfigArgs& args, ConfigUse use) {
   differences(c.root()["Arch"].yaml(), arch, "Arch", &diff);
   if (diff.empty()) return c;
   // The model as trained (the checkpoint's resolved Arch), with this command line's own -o overrides on top.
-  YAML::Emitter e;
-  e.SetMapFormat(YAML::Flow);
-  e.SetSeqFormat(YAML::Flow);
-  e << arch;
   Config adopted = Config::load(args.config);
-  adopted.apply_overrides({std::string("Arch=") + e.c_str()});
+  adopted.apply_overrides({"Arch=" + flow_yaml(arch)});
   adopted.apply_overrides(args.overrides);
   std::vector<std::string> kept;
   differences(adopted.root()["Arch"].yaml(), arch, "Arch", &kept);
